@@ -1,0 +1,1 @@
+"""autoflip-jax: AutoFLIP federated hybrid pruning in JAX."""

@@ -1,0 +1,144 @@
+"""Hybrid pruning masks from the guidance matrix (AutoFLIP, Sec. 3.2; `../shared/AUTOFLIP.md` §2).
+
+A mask is a pytree of booleans shaped exactly like the params: `True` keeps a parameter.
+
+The hybrid rule, in two stages:
+
+1. Unstructured. Every kernel (a parameter with two or more dimensions) is prunable weight by
+   weight. `tp` is ONE global quantile over the normalised guidance of all prunable weights of the
+   model (not per layer): a weight is kept iff its guidance is *strictly greater* than
+   `quantile(G, tp)`. Strictness is the reference code's rule: every weight tied at the threshold is
+   pruned. Weights that never moved during exploration all have guidance 0 and tie, so the sparsity
+   reached can be far above `tp`; the accounting reports the sparsity actually reached.
+   Biases and normalisation parameters are never pruned one by one (the reference prunes biases
+   with the same rule; we do not): they go only with their unit.
+2. Structured. Each declared unit (conv filter, dense neuron, recurrent unit; see
+   `models/units.py`) is removed when the share of its incoming weights pruned in stage 1 reaches
+   `structured_threshold` (1.0: only units with every incoming weight pruned), or, when
+   `structured_tp > 0`, also when its mean guidance is below the `structured_tp`-quantile of the
+   unit scores of its layer. Removing a unit prunes its incoming kernel slice, its bias (and any
+   other per-unit parameter) and the matching input slice of every consumer layer, so a shrunk
+   dense model can drop it physically. Units are processed in declaration order (input to output),
+   so a unit left without live inputs by an earlier removal is itself removed. The classifier's
+   outputs are never units, so no class is ever removed.
+
+Everything here is `jnp` without data-dependent Python control flow, so the mask can be rebuilt
+inside the jitted round (`guidance_per_round`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import traverse_util
+
+from autoflip_jax.models.units import Unit
+
+PyTree = Any
+
+
+def is_prunable(p) -> bool:
+  """Kernels (ndim >= 2) are pruned weight by weight; biases and norm params only with a unit."""
+  return p.ndim >= 2
+
+
+def ones_mask(params: PyTree) -> PyTree:
+  """The dense mask (FedAvg)."""
+  return jax.tree.map(lambda p: jnp.ones(p.shape, bool), params)
+
+
+def apply_mask(tree: PyTree, mask: PyTree) -> PyTree:
+  """Zeroes every masked-out entry. Exact zeros, whatever was there (also NaN or inf)."""
+  return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), tree, mask)
+
+
+def normalize(guidance: PyTree, method: str = 'minmax') -> PyTree:
+  """Per-tensor normalisation of the guidance (AUTOFLIP.md §1).
+
+  `minmax`: (g - min) / (max - min), a constant tensor maps to 0. `robust`: (g - median) / IQR,
+  with an IQR of 0 treated as 1. Ranks inside a tensor are unchanged by either; across tensors they
+  decide how the global `tp` quantile splits the pruning between layers.
+  """
+  def minmax(g):
+    lo, hi = jnp.min(g), jnp.max(g)
+    span = hi - lo
+    return jnp.where(span > 0, (g - lo) / jnp.where(span > 0, span, 1.0), jnp.zeros_like(g))
+
+  def robust(g):
+    q1, med, q3 = jnp.quantile(g, jnp.array([0.25, 0.5, 0.75]))
+    iqr = q3 - q1
+    return (g - med) / jnp.where(iqr > 0, iqr, 1.0)
+
+  fns = {'minmax': minmax, 'robust': robust}
+  if method not in fns:
+    raise ValueError(f'guidance normalization {method!r} is not one of {tuple(fns)}')
+  return jax.tree.map(fns[method], guidance)
+
+
+def threshold(guidance: PyTree, tp: float) -> jax.Array:
+  """The global `tp`-quantile (linear interpolation) over all prunable guidance values."""
+  flat = jnp.concatenate([g.ravel() for g in jax.tree.leaves(guidance) if is_prunable(g)])
+  return jnp.quantile(flat, tp)
+
+
+def unstructured_mask(guidance: PyTree, tp: float) -> PyTree:
+  """Stage 1: keep a kernel weight iff its guidance > quantile(G, tp); keep all non-kernels."""
+  q = threshold(guidance, tp)
+  return jax.tree.map(lambda g: g > q if is_prunable(g) else jnp.ones(g.shape, bool), guidance)
+
+
+def _unit_expand(keep_u: jax.Array, size: int) -> jax.Array:
+  """Unit keep-flags to an input axis of `size` = repeat * units (HWC flatten: i -> i % units)."""
+  return jnp.tile(keep_u, size // keep_u.shape[0])
+
+
+def _along(flags: jax.Array, ndim: int, axis: int) -> jax.Array:
+  shape = [1] * ndim
+  shape[axis] = flags.shape[0]
+  return flags.reshape(shape)
+
+
+def structured_mask(mask: PyTree, units: Sequence[Unit], structured_threshold: float = 1.0,
+                    guidance: PyTree | None = None, structured_tp: float = 0.0) -> PyTree:
+  """Stage 2: removes whole units and everything that belongs to them (see module docstring)."""
+  flat = dict(traverse_util.flatten_dict(mask))
+  flat_g = traverse_util.flatten_dict(guidance) if guidance is not None else None
+  for unit in units:
+    kernel = flat[unit.kernel]
+    reduce_axes = tuple(range(kernel.ndim - 1))
+    pruned_share = 1.0 - jnp.mean(kernel.astype(jnp.float32), axis=reduce_axes)
+    remove = pruned_share >= structured_threshold
+    if structured_tp > 0:
+      if flat_g is None:
+        raise ValueError('structured_tp needs the guidance')
+      score = jnp.mean(flat_g[unit.kernel], axis=reduce_axes)
+      remove = remove | (score < jnp.quantile(score, structured_tp))
+    keep_u = ~remove  # [units]
+    flat[unit.kernel] = kernel & _along(keep_u, kernel.ndim, kernel.ndim - 1)
+    for path in unit.extras:
+      flat[path] = flat[path] & keep_u
+    for path, axis in unit.consumers:
+      consumer = flat[path]
+      keep_in = _unit_expand(keep_u, consumer.shape[axis])
+      flat[path] = consumer & _along(keep_in, consumer.ndim, axis)
+  return traverse_util.unflatten_dict(flat)
+
+
+def hybrid_mask(guidance: PyTree, tp: float, units: Sequence[Unit],
+                structured_threshold: float = 1.0, structured_tp: float = 0.0) -> PyTree:
+  """The AutoFLIP mask: unstructured global-`tp` pruning, then whole-unit removal."""
+  mask = unstructured_mask(guidance, tp)
+  return structured_mask(mask, units, structured_threshold, guidance, structured_tp)
+
+
+def unit_counts(mask: PyTree, units: Sequence[Unit]) -> dict[str, tuple[int, int]]:
+  """{unit layer name: (kept units, total units)}: a unit is kept while any incoming weight is."""
+  flat = traverse_util.flatten_dict(mask)
+  out = {}
+  for unit in units:
+    kernel = flat[unit.kernel]
+    alive = jnp.any(kernel, axis=tuple(range(kernel.ndim - 1)))
+    out[unit.name] = (int(jnp.sum(alive)), int(alive.shape[0]))
+  return out

@@ -1,0 +1,74 @@
+"""Tests for autoflip_jax.data.batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from autoflip_jax.data import batching
+
+
+def _client(n, offset):
+  """n examples of shape [2, 1]; example i has value offset + i."""
+  vals = offset + np.arange(n, dtype=np.float32)
+  return np.repeat(vals[:, None, None], 2, axis=1), (offset + np.arange(n))
+
+
+def test_steps_for():
+  assert batching.steps_for([5, 0, 3], 2) == 3
+  assert batching.steps_for([4, 4], 2) == 2
+  assert batching.steps_for([0, 0], 8) == 1
+  assert batching.steps_for([], 8) == 1
+  assert batching.steps_for(np.array([200] * 20), 32) == 7
+  with pytest.raises(ValueError, match='batch_size'):
+    batching.steps_for([3], 0)
+
+
+def test_pack_clients_hand_computed():
+  x0, y0 = _client(5, 10)
+  x1, y1 = _client(0, 0)
+  x2, y2 = _client(3, 20)
+  b = batching.pack_clients([x0, x1, x2], [y0, y1, y2], batch_size=2,
+                            steps=3)
+  assert b.x.shape == (3, 3, 2, 2, 1)
+  assert b.x.dtype == np.float32
+  assert b.y.dtype == np.int32 and b.y.shape == (3, 3, 2)
+  assert b.valid.dtype == np.bool_
+  np.testing.assert_array_equal(b.num_examples, [5, 0, 3])
+  assert b.num_examples.dtype == np.int32
+  np.testing.assert_array_equal(b.valid, [
+      [[1, 1], [1, 1], [1, 0]],
+      [[0, 0], [0, 0], [0, 0]],
+      [[1, 1], [1, 0], [0, 0]],
+  ])
+  np.testing.assert_array_equal(b.y, [
+      [[10, 11], [12, 13], [14, 0]],
+      [[0, 0], [0, 0], [0, 0]],
+      [[20, 21], [22, 0], [0, 0]],
+  ])
+  # Example i of client 0 sits at step i // 2, slot i % 2.
+  assert b.x[0, 2, 0, 0, 0] == 14.0
+  assert b.x[2, 1, 0, 1, 0] == 22.0
+  np.testing.assert_array_equal(b.x[:, :, :, 0, 0], b.y)
+  assert np.all(b.x[~b.valid] == 0)
+
+
+def test_pack_clients_exact_fit_and_overflow():
+  x, y = _client(6, 0)
+  b = batching.pack_clients([x], [y], batch_size=3, steps=2)
+  assert b.valid.all()
+  with pytest.raises(ValueError, match=r'Client 1 has 7 examples.*= 6'):
+    batching.pack_clients([x, _client(7, 0)[0]], [y, _client(7, 0)[1]],
+                          batch_size=3, steps=2)
+
+
+def test_pack_clients_input_errors():
+  x, y = _client(2, 0)
+  with pytest.raises(ValueError, match='label arrays'):
+    batching.pack_clients([x], [y, y], batch_size=2, steps=1)
+  with pytest.raises(ValueError, match='feature shape'):
+    batching.pack_clients([x, np.zeros((2, 3, 1))], [y, y], 2, 1)
+  with pytest.raises(ValueError, match='labels have shape'):
+    batching.pack_clients([x], [y[:1]], 2, 1)
+  with pytest.raises(ValueError, match='steps'):
+    batching.pack_clients([x], [y], 2, 0)

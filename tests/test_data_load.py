@@ -1,0 +1,101 @@
+"""Tests for autoflip_jax.data.load / validate on mnist_5k."""
+
+from __future__ import annotations
+
+import ml_collections
+import numpy as np
+import pytest
+
+from autoflip_jax import data
+
+
+def _config(**overrides):
+  cfg = ml_collections.ConfigDict({
+      'name': 'mnist_5k', 'partition': 'pathological',
+      'classes_per_client': 2, 'alpha': 0.5, 'test_fraction': 0.2,
+      'min_examples': 1})
+  cfg.update(overrides)
+  return cfg
+
+
+def test_load_pathological_20_clients():
+  ds = data.load(_config(), num_clients=20, seed=0)
+  assert ds.name == 'mnist_5k'
+  assert ds.num_classes == 10
+  assert ds.num_clients == 20
+  assert ds.input_shape == (28, 28, 1)
+  assert ds.test_x.shape == (1000, 28, 28, 1)
+  assert ds.test_y.dtype == np.int32
+  np.testing.assert_array_equal(np.bincount(ds.test_y), [100] * 10)
+  assert ds.num_train_examples == 4000
+  np.testing.assert_array_equal(ds.client_sizes, [200] * 20)
+  assert ds.client_sizes.dtype == np.int64
+  for x, y in zip(ds.client_x, ds.client_y):
+    assert x.dtype == np.float32 and x.shape == (200, 28, 28, 1)
+    assert len(np.unique(y)) == 2
+  # Test and train images are disjoint and together are all 5000 images.
+  allx = np.concatenate(ds.client_x + [ds.test_x]).reshape(5000, -1)
+  xs, _ = data.embedded.load_mnist_5k()
+  assert np.isclose(allx.sum(), xs.sum(), rtol=1e-6)
+  assert np.unique(allx, axis=0).shape[0] == np.unique(
+      xs.reshape(5000, -1), axis=0).shape[0]
+
+
+def test_load_is_deterministic():
+  a = data.load(_config(), 20, seed=7)
+  b = data.load(_config(), 20, seed=7)
+  c = data.load(_config(), 20, seed=8)
+  np.testing.assert_array_equal(a.test_x, b.test_x)
+  np.testing.assert_array_equal(a.test_y, b.test_y)
+  for k in range(20):
+    np.testing.assert_array_equal(a.client_x[k], b.client_x[k])
+    np.testing.assert_array_equal(a.client_y[k], b.client_y[k])
+  assert not np.array_equal(a.test_x, c.test_x)
+
+
+def test_load_iid_and_dirichlet_and_defaults():
+  ds = data.load(_config(partition='iid', test_fraction=0.1), 8, seed=0)
+  assert len(ds.test_y) == 500
+  np.testing.assert_array_equal(ds.client_sizes, [563] * 4 + [562] * 4)
+  ds = data.load(_config(partition='dirichlet', alpha=0.3, min_examples=20),
+                 10, seed=0)
+  assert ds.num_train_examples == 4000 and ds.client_sizes.min() >= 20
+
+  class Minimal:
+    name = 'mnist_5k'
+
+  ds = data.load(Minimal(), 20, seed=0)  # Defaults: pathological, k=2.
+  assert all(len(np.unique(y)) == 2 for y in ds.client_y)
+
+
+def test_pack_loaded_clients():
+  ds = data.load(_config(), 20, seed=0)
+  steps = data.steps_for(ds.client_sizes, 32)
+  b = data.pack_clients(ds.client_x, ds.client_y, 32, steps)
+  assert steps == 7
+  assert b.x.shape == (20, 7, 32, 28, 28, 1)
+  assert int(b.valid.sum()) == 4000
+
+
+@pytest.mark.parametrize('overrides, num_clients, message', [
+    ({'name': 'foo'}, 20, "config.data.name='foo' is not one of"),
+    ({'partition': 'shards'}, 20, 'config.data.partition'),
+    ({'test_fraction': 0.0}, 20, 'config.data.test_fraction'),
+    ({'test_fraction': 1.0}, 20, 'config.data.test_fraction'),
+    ({'classes_per_client': 0}, 20, 'config.data.classes_per_client'),
+    ({'classes_per_client': 11}, 20, 'config.data.classes_per_client'),
+    ({'alpha': 0.0}, 20, 'config.data.alpha'),
+    ({'min_examples': 3}, 2000, 'config.data.min_examples'),
+    ({}, 0, 'num_clients'),
+    ({}, 4001, r'num_clients=4001 .*4000 training examples'),
+])
+def test_validate_errors(overrides, num_clients, message):
+  with pytest.raises(ValueError, match=message):
+    data.validate(_config(**overrides), num_clients)
+  with pytest.raises(ValueError, match=message):
+    data.load(_config(**overrides), num_clients, seed=0)
+
+
+def test_validate_accepts_good_config():
+  data.validate(_config(), 20)
+  data.validate(_config(partition='dirichlet', alpha=0.1), 100)

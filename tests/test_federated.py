@@ -1,0 +1,207 @@
+"""Tests for autoflip_jax.federated: masked FedAvg and the one-program federated round."""
+
+from __future__ import annotations
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from autoflip_jax import federated, local, masks
+from autoflip_jax.models.cnn import CNN
+
+MODEL = CNN(num_classes=3, channels=(4, 8), hidden=16)
+UNITS = MODEL.units()
+BATCH, STEPS, EPOCHS = 4, 2, 2
+NS = np.array([5, 0, 2, 7], np.int32)  # uneven clients, one empty, all padded to 2 x 4 slots
+
+
+def apply_fn(p, x):
+  return MODEL.apply({'params': p}, x)
+
+
+ROUND = federated.make_round_fn(apply_fn, optimizer='adam', local_epochs=EPOCHS)
+
+
+def _copy(tree):
+  return jax.tree.map(lambda a: jnp.array(a, copy=True), tree)
+
+
+def _np(tree):
+  return jax.tree.map(lambda a: np.array(a, copy=True), tree)
+
+
+def _client_data(ns, seed=0):
+  rng = np.random.default_rng(seed)
+  k = len(ns)
+  x = rng.normal(size=(k, STEPS * BATCH, 12, 12, 1)).astype(np.float32)
+  y = rng.integers(0, 3, (k, STEPS * BATCH)).astype(np.int32)
+  valid = np.arange(STEPS * BATCH)[None] < np.asarray(ns)[:, None]
+  x[~valid], y[~valid] = 0.0, 0
+  return local.ClientData(jnp.asarray(x.reshape(k, STEPS, BATCH, 12, 12, 1)),
+                          jnp.asarray(y.reshape(k, STEPS, BATCH)),
+                          jnp.asarray(valid.reshape(k, STEPS, BATCH)))
+
+
+@pytest.fixture(scope='module')
+def params():
+  return _np(jax.jit(MODEL.init)(jax.random.PRNGKey(0), jnp.zeros((1, 12, 12, 1)))['params'])
+
+
+@pytest.fixture(scope='module')
+def guidance(params):
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(123), len(leaves))
+  return masks.normalize(jax.tree.unflatten(
+      tree, [jax.random.uniform(k, p.shape) ** 2 for k, p in zip(keys, leaves)]))
+
+
+@pytest.fixture(scope='module')
+def mask(guidance):
+  m = _np(masks.hybrid_mask(guidance, 0.4, UNITS, structured_tp=0.25))
+  # Non-trivial: weights and whole units pruned, yet much of the model kept.
+  kept = np.mean(np.concatenate([a.ravel() for a in jax.tree.leaves(m)]))
+  assert 0.3 < kept < 0.8
+  counts = masks.unit_counts(m, UNITS)
+  assert counts['conv0'][0] < 4 and counts['dense0'][0] < 16, counts
+  return m
+
+
+def _state(params, mask, round_=0):
+  return federated.ServerState(_copy(params), _copy(mask), jnp.asarray(round_, jnp.int32))
+
+
+# --- fedavg -----------------------------------------------------------------------------------
+
+def test_fedavg_hand_computed():
+  client_params = {'w': jnp.array([[1.0, 2.0], [5.0, 6.0]]), 'b': jnp.array([[1.0], [3.0]])}
+  mask = {'w': jnp.array([True, False]), 'b': jnp.array([True])}
+  fallback = {'w': jnp.array([-1.0, -2.0]), 'b': jnp.array([-3.0])}
+  out = federated.fedavg(client_params, jnp.array([1, 3]), mask, fallback)
+  # Weights 1/4, 3/4: w[0] = .25 * 1 + .75 * 5 = 4; w[1] is masked; b = .25 + 2.25 = 2.5.
+  np.testing.assert_allclose(out['w'], [4.0, 0.0])
+  np.testing.assert_allclose(out['b'], [2.5])
+  assert float(out['w'][1]) == 0.0
+  # A client of weight 0 does not count.
+  out = federated.fedavg({'w': jnp.array([[1.0, 2.0], [5.0, 6.0], [100.0, 100.0]]),
+                          'b': jnp.array([[1.0], [3.0], [100.0]])},
+                         jnp.array([1, 3, 0]), mask, fallback)
+  np.testing.assert_allclose(out['w'], [4.0, 0.0])
+  # No examples at all: the fallback, masked.
+  out = federated.fedavg(client_params, jnp.array([0, 0]), mask, fallback)
+  np.testing.assert_array_equal(out['w'], [-1.0, 0.0])
+  np.testing.assert_array_equal(out['b'], [-3.0])
+
+
+# --- the round --------------------------------------------------------------------------------
+
+def test_round_equals_python_loop_over_clients(params, mask):
+  data = _client_data(NS)
+  ids = jnp.array([3, 7, 1, 12], jnp.int32)
+  rng, lr, start_round = jax.random.PRNGKey(5), 1e-2, 2
+  state, metrics = ROUND(_state(params, mask, start_round), data, jnp.asarray(NS), ids, rng,
+                         jnp.float32(lr), None)
+
+  train_one = jax.jit(functools.partial(local.train, apply_fn=apply_fn, optimizer='adam',
+                                        epochs=EPOCHS))
+  round_key = jax.random.fold_in(rng, start_round)
+  start = masks.apply_mask(params, mask)
+  outs = [train_one(start, mask, jax.tree.map(lambda a: a[k], data),
+                    jax.random.fold_in(round_key, int(cid)), learning_rate=lr)
+          for k, cid in enumerate(np.asarray(ids))]
+  w = NS / NS.sum()
+  want = jax.tree.map(
+      lambda m, *ps: np.where(m, sum(wk * np.asarray(p) for wk, p in zip(w, ps)), 0.0),
+      mask, *[o.params for o in outs])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=0), state.params,
+               want)
+  client_loss = np.array([float(o.loss) for o in outs])
+  np.testing.assert_allclose(metrics.client_loss, client_loss, rtol=1e-5)
+  assert client_loss[1] == 0.0  # the empty client
+  np.testing.assert_allclose(metrics.train_loss, np.sum(w * client_loss), rtol=1e-5)
+  assert int(metrics.num_examples) == 14
+  assert int(state.round) == start_round + 1
+  jax.tree.map(np.testing.assert_array_equal, state.mask, mask)
+  # The round did move the model (so the comparison above is not trivially of the start point).
+  assert max(float(np.max(np.abs(a - b))) for a, b in
+             zip(jax.tree.leaves(state.params), jax.tree.leaves(start))) > 1e-3
+  # A client's result depends on its id, not its position in the cohort: reversing the cohort
+  # gives the same global model.
+  rev = lambda a: a[::-1]
+  state2, _ = ROUND(_state(params, mask, start_round), jax.tree.map(rev, data),
+                    jnp.asarray(NS[::-1]), ids[::-1], rng, jnp.float32(lr), None)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=0), state2.params,
+               state.params)
+
+
+def test_round_without_examples_keeps_model(params, mask):
+  data = _client_data([0, 0, 0, 0])
+  state, metrics = ROUND(_state(params, mask), data, jnp.zeros(4, jnp.int32),
+                         jnp.arange(4, dtype=jnp.int32), jax.random.PRNGKey(0), jnp.float32(1e-2),
+                         None)
+  jax.tree.map(np.testing.assert_array_equal, state.params, masks.apply_mask(params, mask))
+  assert float(metrics.train_loss) == 0.0 and int(metrics.num_examples) == 0
+  assert int(state.round) == 1
+
+
+@pytest.fixture(scope='module')
+def three_rounds(params, mask):
+  """Three rounds of one traced-once round function, with new lr and cohort each round."""
+  round_fn = federated.make_round_fn(apply_fn, optimizer='adam', local_epochs=1,
+                                     wrap=chex.assert_max_traces(n=1))
+  state = _state(params, mask)
+  snapshots = []
+  for r, (lr, ids) in enumerate([(1e-2, [0, 1, 2, 3]), (5e-3, [4, 2, 9, 6]),
+                                 (2e-3, [11, 5, 8, 1])]):
+    data = _client_data(NS[[r, (r + 1) % 4, (r + 2) % 4, (r + 3) % 4]], seed=r)
+    ns = jnp.asarray(np.asarray(data.valid).sum(axis=(1, 2)), jnp.int32)
+    state, metrics = round_fn(state, data, ns, jnp.asarray(ids, jnp.int32),
+                              jax.random.PRNGKey(9), lr, None)
+    snapshots.append((_np(state), float(metrics.train_loss)))
+  return snapshots
+
+
+def test_round_traces_once(three_rounds):
+  # Reaching here means no retrace across lr values, cohorts, data and the returned state.
+  assert [int(s.round) for s, _ in three_rounds] == [1, 2, 3]
+  assert all(np.isfinite(loss) and loss > 0 for _, loss in three_rounds)
+
+
+def test_pruned_weights_stay_zero_across_rounds(params, mask, three_rounds):
+  start = _np(masks.apply_mask(params, mask))
+  for state, _ in three_rounds:
+    jax.tree.map(np.testing.assert_array_equal, state.mask, mask)
+    for p, m in zip(jax.tree.leaves(state.params), jax.tree.leaves(mask)):
+      np.testing.assert_array_equal(p[~m], 0.0)
+  # Kept weights changed from the start, and again between rounds.
+  previous = start
+  for state, _ in three_rounds:
+    changed = sum(int(np.sum((a != b) & m)) for a, b, m in zip(
+        jax.tree.leaves(state.params), jax.tree.leaves(previous), jax.tree.leaves(mask)))
+    kept = sum(int(m.sum()) for m in jax.tree.leaves(mask))
+    assert changed > 0.5 * kept
+    previous = state.params
+
+
+def test_mask_fn_mask_is_applied(params, mask, guidance):
+  """The per-round mask path: the mask is rebuilt in the round from `aux` (here the guidance)."""
+  mask_fn = lambda client_ids, num_examples, aux: masks.hybrid_mask(
+      aux, 0.4, UNITS, structured_tp=0.25)
+  round_fn = federated.make_round_fn(apply_fn, optimizer='adam', local_epochs=EPOCHS,
+                                     mask_fn=mask_fn)
+  data = _client_data(NS, seed=3)
+  ids = jnp.array([3, 7, 1, 12], jnp.int32)
+  ones = masks.ones_mask(params)
+  state, _ = round_fn(_state(params, ones), data, jnp.asarray(NS), ids, jax.random.PRNGKey(5),
+                      jnp.float32(1e-2), guidance)
+  jax.tree.map(np.testing.assert_array_equal, state.mask, mask)
+  for p, m in zip(jax.tree.leaves(state.params), jax.tree.leaves(mask)):
+    np.testing.assert_array_equal(np.asarray(p)[~m], 0.0)
+  # Same result as the round without mask_fn run from a state that already holds that mask.
+  want, _ = ROUND(_state(params, mask), data, jnp.asarray(NS), ids, jax.random.PRNGKey(5),
+                  jnp.float32(1e-2), None)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=0), state.params,
+               want.params)
