@@ -46,12 +46,13 @@ def kept_params(mask: PyTree) -> int:
   return int(sum(int(jnp.sum(m)) for m in jax.tree.leaves(mask)))
 
 
-def kernel_positions(apply_fn, params: PyTree, input_shape: tuple[int, ...]) -> dict:
+def kernel_positions(apply_fn, params: PyTree, input_shape: tuple[int, ...],
+                     dtype=jnp.float32) -> dict:
   """{kernel path: output positions per example}, from the shapes of the modules' outputs.
 
   `apply_fn(variables, x, **kw)` is a Flax `Module.apply`; only shapes are computed.
   """
-  x = jax.ShapeDtypeStruct((1,) + tuple(input_shape), jnp.float32)
+  x = jax.ShapeDtypeStruct((1,) + tuple(input_shape), dtype)
   _, state = jax.eval_shape(
       lambda p, x: apply_fn({'params': p}, x, capture_intermediates=True,
                             mutable=['intermediates']), params, x)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import numbers
 
 import jax
-import jax.numpy as jnp
 
 from autoflip_jax import algorithms, models
 from autoflip_jax import data as data_lib
@@ -76,7 +75,7 @@ def validate_config(config) -> None:
 def validate_fit(config, dataset) -> None:
   """Checks that need the data's shape but no compile: the model must accept the input."""
   model = models.get_model(config, dataset.num_classes)
-  x = jax.ShapeDtypeStruct((1,) + dataset.input_shape, jnp.float32)
+  x = jax.ShapeDtypeStruct((1,) + dataset.input_shape, dataset.test_x.dtype)
   try:
     jax.eval_shape(model.init, jax.random.key(0), x)
   except Exception as e:  # noqa: BLE001 -- re-raised with the config named

@@ -169,11 +169,12 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
   model = models.get_model(config, dataset.num_classes)
   rng = jax.random.key(config.seed)
   params0 = model.init(jax.random.fold_in(rng, 0),
-                       jnp.zeros((1,) + dataset.input_shape))['params']
+                       jnp.zeros((1,) + dataset.input_shape, dataset.test_x.dtype))['params']
   steps = data_lib.steps_for(dataset.client_sizes, config.batch_size)
   packed = data_lib.pack_clients(dataset.client_x, dataset.client_y, config.batch_size, steps)
   clients = local.ClientData(packed.x, packed.y, packed.valid)
-  positions = accounting.kernel_positions(model.apply, params0, dataset.input_shape)
+  positions = accounting.kernel_positions(model.apply, params0, dataset.input_shape,
+                                          dataset.test_x.dtype)
   writer = _Writer(os.path.join(workdir, 'metrics.jsonl'))
   rows = []
   try:
