@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autoflip_jax import accounting, exploration, local, masks
+from autoflip_jax import accounting, exploration, masks
 
 PyTree = Any
 ALGORITHMS = ('autoflip', 'fedavg')
@@ -56,25 +56,25 @@ def init_fedavg(params0: PyTree, **_) -> AlgorithmInit:
   return AlgorithmInit(masks.ones_mask(params0))
 
 
-def init_autoflip(params0: PyTree, *, config, apply_fn, units, clients: local.ClientData,
-                  num_examples: np.ndarray, rng: jax.Array) -> AlgorithmInit:
-  """Exploration (one compiled program over all explorers) and the hybrid mask."""
-  ids = explorer_ids(len(num_examples), config.c_exp, config.seed)
+def init_autoflip(params0: PyTree, *, config, apply_fn, units, pack: Callable,
+                  rng: jax.Array) -> AlgorithmInit:
+  """Exploration (one compiled program over all explorers) and the hybrid mask.
+
+  `pack(ids) -> (ClientData, num_examples)` gives the padded device arrays of those clients.
+  """
+  ids = explorer_ids(config.num_clients, config.c_exp, config.seed)
   explore = exploration.make_explore_fn(
       apply_fn, optimizer=config.optimizer, learning_rate=config.learning_rate,
       epochs=config.e_exp, patience=config.patience,
       trajectory=config.exploration_trajectory)
   start = time.time()
-  data = jax.tree.map(lambda a: jnp.asarray(a[ids]), clients)
+  data, num_examples = pack(ids)
   result = explore(params0, data, jnp.asarray(ids), rng)
   jax.block_until_ready(result.sqdev)
   seconds = time.time() - start
-  weights = jnp.asarray(num_examples[ids]) if config.guidance_weighted else None
-  make_mask = functools.partial(
-      masks.hybrid_mask, tp=config.tp, units=units,
-      structured_threshold=config.structured_threshold, structured_tp=config.structured_tp)
+  weights = num_examples if config.guidance_weighted else None
   guidance = exploration.guidance(result.sqdev, weights, config.guidance_normalization)
-  mask = jax.jit(make_mask)(guidance)
+  mask = jax.jit(_mask_from_guidance(config, units))(guidance)
   total = accounting.total_params(params0)
   up, down = accounting.exploration_bytes(total, len(ids))
   info = {
@@ -82,14 +82,30 @@ def init_autoflip(params0: PyTree, *, config, apply_fn, units, clients: local.Cl
       'exploration_epochs_mean': float(jnp.mean(result.epochs_run)),
       'exploration_final_loss_mean': float(jnp.mean(result.final_loss)),
   }
-  mask_fn = aux = None
-  if config.guidance_per_round:
-    def mask_fn(client_ids, n, sqdev_all):
-      sqdev = jax.tree.map(lambda d: d[client_ids], sqdev_all)
-      w = n if config.guidance_weighted else None
-      return make_mask(exploration.guidance(sqdev, w, config.guidance_normalization))
-    aux = result.sqdev  # explorers == all clients, in client-id order
+  # With per-round guidance the round needs every client's exploration (explorers == all
+  # clients, in client-id order).
+  aux = result.sqdev if config.guidance_per_round else None
+  mask_fn = round_mask_fn('autoflip', config, units)
   return AlgorithmInit(mask, mask_fn, aux, up, down, seconds, info)
+
+
+def _mask_from_guidance(config, units) -> Callable:
+  return functools.partial(
+      masks.hybrid_mask, tp=config.tp, units=units,
+      structured_threshold=config.structured_threshold, structured_tp=config.structured_tp)
+
+
+def round_mask_fn(name: str, config, units) -> Callable | None:
+  """The in-round mask rebuild `(client_ids, num_examples, sqdev_all) -> mask`, or None."""
+  if name != 'autoflip' or not config.guidance_per_round:
+    return None
+  make_mask = _mask_from_guidance(config, units)
+
+  def mask_fn(client_ids, n, sqdev_all):
+    sqdev = jax.tree.map(lambda d: d[client_ids], sqdev_all)
+    w = n if config.guidance_weighted else None
+    return make_mask(exploration.guidance(sqdev, w, config.guidance_normalization))
+  return mask_fn
 
 
 def init(name: str, params0: PyTree, **kwargs) -> AlgorithmInit:

@@ -63,6 +63,11 @@ def validate_config(config) -> None:
   _int(config, 'seed', 0)
   _int(config, 'eval_every', 1)
   _int(config, 'eval_batch_size', 1)
+  _int(config, 'checkpoint_every', 1)
+  _int(config, 'clients_per_chunk', 0, config.clients_per_round)
+  if config.clients_per_chunk and config.clients_per_round % config.clients_per_chunk:
+    raise ValueError(f'config.clients_per_chunk={config.clients_per_chunk} must divide '
+                     f'config.clients_per_round={config.clients_per_round} (0: the whole cohort)')
   if 'autoflip' in names and config.e_exp < 1:
     raise ValueError('config.e_exp=0 with algorithm autoflip: exploration needs at least one '
                      'epoch (with none, every guidance value is 0, all tie at the threshold and '

@@ -42,22 +42,36 @@ class RoundMetrics(NamedTuple):
   num_examples: jax.Array   # int32 total real examples in the cohort
 
 
+def example_weights(num_examples: jax.Array) -> jax.Array:
+  """FedAvg weights n_k / sum_j n_j; all zero when the cohort has no examples."""
+  n = num_examples.astype(jnp.float32)
+  return n / jnp.maximum(jnp.sum(n), 1.0)
+
+
 def fedavg(client_params: PyTree, num_examples: jax.Array, mask: PyTree,
            fallback: PyTree) -> PyTree:
   """Example-weighted average over the leading client axis, masked; `fallback` if no examples."""
-  n = num_examples.astype(jnp.float32)
-  total = jnp.sum(n)
-  w = n / jnp.maximum(total, 1.0)
+  w = example_weights(num_examples)
   avg = jax.tree.map(lambda p: jnp.tensordot(w, p, axes=1), client_params)
-  avg = jax.tree.map(lambda a, f: jnp.where(total > 0, a, f), avg, fallback)
+  return _finish(avg, num_examples, mask, fallback)
+
+
+def _finish(avg: PyTree, num_examples: jax.Array, mask: PyTree, fallback: PyTree) -> PyTree:
+  has_data = jnp.sum(num_examples) > 0
+  avg = jax.tree.map(lambda a, f: jnp.where(has_data, a, f), avg, fallback)
   return apply_mask(avg, mask)
 
 
 def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Array,
                client_ids: jax.Array, rng: jax.Array, learning_rate: jax.Array, aux: PyTree,
-               *, apply_fn, optimizer: str, local_epochs: int,
-               mask_fn: Callable | None = None) -> tuple[ServerState, RoundMetrics]:
-  """One federated round; `make_round_fn` jits it. See the module docstring."""
+               *, apply_fn, optimizer: str, local_epochs: int, mask_fn: Callable | None = None,
+               clients_per_chunk: int = 0) -> tuple[ServerState, RoundMetrics]:
+  """One federated round; `make_round_fn` jits it. See the module docstring.
+
+  The cohort is trained in chunks of `clients_per_chunk` clients (0: all at once): a `lax.scan`
+  over chunks, `vmap` inside a chunk, and the weighted sum of the chunk's models added to a
+  running total. Memory then grows with the chunk, not the cohort; one chunk is plain `vmap`.
+  """
   mask = mask_fn(client_ids, num_examples, aux) if mask_fn is not None else state.mask
   global_params = apply_mask(state.params, mask)
   round_key = jax.random.fold_in(rng, state.round)
@@ -68,8 +82,24 @@ def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Arr
                       epochs=local_epochs)
     return out.params, out.loss
 
-  client_params, client_loss = jax.vmap(client)(data, client_ids)
-  params = fedavg(client_params, num_examples, mask, global_params)
+  cohort = client_ids.shape[0]
+  chunk = clients_per_chunk if 0 < clients_per_chunk < cohort else cohort
+  if cohort % chunk:
+    raise ValueError(f'clients_per_chunk={chunk} must divide the cohort of {cohort} clients')
+  split = lambda a: a.reshape((cohort // chunk, chunk) + a.shape[1:])
+  weights = example_weights(num_examples)
+
+  def train_chunk(total, xs):
+    d, cid, w = xs
+    p, loss = jax.vmap(client)(d, cid)
+    total = jax.tree.map(lambda t, q: t + jnp.tensordot(w, q, axes=1), total, p)
+    return total, loss
+
+  zeros = jax.tree.map(jnp.zeros_like, global_params)
+  avg, client_loss = jax.lax.scan(
+      train_chunk, zeros, (jax.tree.map(split, data), split(client_ids), split(weights)))
+  client_loss = client_loss.reshape(cohort)
+  params = _finish(avg, num_examples, mask, global_params)
   n = num_examples.astype(jnp.float32)
   train_loss = jnp.sum(client_loss * n) / jnp.maximum(jnp.sum(n), 1.0)
   metrics = RoundMetrics(train_loss, client_loss, jnp.sum(num_examples))
@@ -77,7 +107,7 @@ def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Arr
 
 
 def make_round_fn(apply_fn, *, optimizer: str, local_epochs: int, mask_fn: Callable | None = None,
-                  wrap: Callable | None = None):
+                  clients_per_chunk: int = 0, wrap: Callable | None = None):
   """Returns the jitted round `(state, data, num_examples, client_ids, rng, lr, aux)`.
 
   `wrap` decorates the Python body before jit (tests pass `chex.assert_max_traces(n=1)`). The
@@ -86,7 +116,7 @@ def make_round_fn(apply_fn, *, optimizer: str, local_epochs: int, mask_fn: Calla
   def body(state, data, num_examples, client_ids, rng, learning_rate, aux):
     return round_body(state, data, num_examples, client_ids, rng, learning_rate, aux,
                       apply_fn=apply_fn, optimizer=optimizer, local_epochs=local_epochs,
-                      mask_fn=mask_fn)
+                      mask_fn=mask_fn, clients_per_chunk=clients_per_chunk)
   if wrap is not None:
     body = wrap(body)
   return jax.jit(body, donate_argnums=(0,))

@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autoflip_jax import accounting, algorithms, federated, local, models, report
+from autoflip_jax import accounting, algorithms, checkpoint, federated, local, masks, models
+from autoflip_jax import report
 from autoflip_jax import data as data_lib
 from autoflip_jax.config_checks import validate_config, validate_fit
 from autoflip_jax.masks import apply_mask, unit_counts
@@ -61,99 +62,160 @@ def make_eval_fn(apply_fn, batch_size: int):
   return evaluate
 
 
-class _Writer:
-  """Appends one JSON line per row to `metrics.jsonl`, flushed so a crash keeps what was done."""
+class MetricsWriter:
+  """`metrics.jsonl`, one JSON row per line, flushed per row so a crash keeps what was done.
+
+  On resume, `reset(algorithm, upto)` drops that algorithm's rows after round `upto` (they belong
+  to rounds the checkpoint does not hold and will be run again).
+  """
 
   def __init__(self, path: str):
-    self._file = open(path, 'w')
+    self._path = path
+    self._rows = []
+    if os.path.exists(path):
+      with open(path) as f:
+        self._rows = [json.loads(line) for line in f if line.strip()]
+
+  def reset(self, algorithm: str, upto: int) -> None:
+    self._rows = [r for r in self._rows if r['algorithm'] != algorithm or r['round'] <= upto]
+    with open(self._path, 'w') as f:
+      f.writelines(json.dumps(r) + '\n' for r in self._rows)
 
   def write(self, row: dict) -> None:
-    self._file.write(json.dumps(row) + '\n')
-    self._file.flush()
-
-  def close(self) -> None:
-    self._file.close()
+    self._rows.append(row)
+    with open(self._path, 'a') as f:
+      f.write(json.dumps(row) + '\n')
 
 
-def run_algorithm(name: str, config, *, model, params0, clients: local.ClientData,
-                  num_examples: np.ndarray, dataset, positions, rng, writer) -> dict:
-  """Runs one algorithm for `config.num_rounds` rounds; returns its summary row."""
-  apply_fn = lambda p, x: model.apply({'params': p}, x)
-  init = algorithms.init(name, params0, config=config, apply_fn=apply_fn, units=model.units(),
-                         clients=clients, num_examples=num_examples,
-                         rng=jax.random.fold_in(rng, 2))
-  if init.info:
-    logging.info('[%s] exploration: %s in %.1f s', name, init.info, init.seconds)
-  round_fn = federated.make_round_fn(apply_fn, optimizer=config.optimizer,
-                                     local_epochs=config.local_epochs, mask_fn=init.mask_fn)
-  evaluate = make_eval_fn(apply_fn, config.eval_batch_size)
-  state = federated.ServerState(jax.tree.map(jnp.array, params0), init.mask, jnp.int32(0))
+def make_packer(dataset, batch_size: int):
+  """Returns `pack(ids) -> (ClientData, num_examples)`: those clients' padded device arrays.
+
+  Only the clients asked for are packed (a round's cohort, the explorers), so host and device
+  memory grow with the cohort, not with the federation. The number of steps is fixed by the
+  largest client of the whole dataset, so every round has the same shapes and compiles once.
+  """
+  steps = data_lib.steps_for(dataset.client_sizes, batch_size)
+
+  def pack(ids):
+    b = data_lib.pack_clients([dataset.client_x[i] for i in ids],
+                              [dataset.client_y[i] for i in ids], batch_size, steps)
+    return local.ClientData(jnp.asarray(b.x), jnp.asarray(b.y), jnp.asarray(b.valid)), \
+        jnp.asarray(b.num_examples)
+  return pack
+
+
+def cost_fields(params0, mask, positions) -> dict:
+  """Parameter, compression and FLOP figures of a mask (see `accounting`)."""
   total = accounting.total_params(params0)
-  dense_flops = accounting.flops_per_example(params0, None, positions, 'dense')
-  cum_up, cum_down = init.bytes_up, init.bytes_down
+  kept = accounting.kept_params(mask)
+  return dict(
+      kept_params=kept, total_params=total, compression=total / max(kept, 1),
+      sparsity=1.0 - kept / total,
+      flops_per_example=accounting.flops_per_example(params0, mask, positions, 'sparse'),
+      flops_structured=accounting.flops_per_example(params0, mask, positions, 'structured'),
+      flops_dense=accounting.flops_per_example(params0, None, positions, 'dense'))
+
+
+def run_algorithm(name: str, config, *, model, params0, pack, dataset, positions, rng,
+                  writer: MetricsWriter, ckpt: checkpoint.Checkpointer) -> dict:
+  """Runs (or resumes) one algorithm for `config.num_rounds` rounds; returns its summary row."""
+  apply_fn = lambda p, x: model.apply({'params': p}, x)
+  units = model.units()
+  evaluate = make_eval_fn(apply_fn, config.eval_batch_size)
+  total = accounting.total_params(params0)
+  aux_like = None
+  if algorithms.round_mask_fn(name, config, units) is not None:
+    aux_like = jax.tree.map(
+        lambda p: jax.ShapeDtypeStruct((config.num_clients,) + p.shape, p.dtype), params0)
+  start_round = ckpt.latest_round()
+  if start_round is None:
+    init = algorithms.init(name, params0, config=config, apply_fn=apply_fn, units=units,
+                           pack=pack, rng=jax.random.fold_in(rng, 2))
+    if init.info:
+      logging.info('[%s] exploration: %s in %.1f s', name, init.info, init.seconds)
+    state = federated.ServerState(jax.tree.map(jnp.array, params0), init.mask, jnp.int32(0))
+    acc, loss = evaluate(apply_mask(state.params, init.mask), dataset.test_x, dataset.test_y)
+    totals = dict(cum_up=init.bytes_up, cum_down=init.bytes_down, acc=acc, loss=loss,
+                  init_up=init.bytes_up, init_down=init.bytes_down, init_seconds=init.seconds,
+                  info=init.info or {})
+    writer.reset(name, -1)
+    writer.write(dict(round=0, algorithm=name, test_accuracy=acc, test_loss=loss,
+                      train_loss=None, **cost_fields(params0, init.mask, positions),
+                      bytes_up=init.bytes_up, bytes_down=init.bytes_down,
+                      cum_bytes_up=init.bytes_up, cum_bytes_down=init.bytes_down,
+                      learning_rate=None, round_seconds=init.seconds))
+    start_round = 0
+    ckpt.maybe_save(0, _ckpt_tree(state, init.aux), totals, force=True)
+  else:
+    like = _ckpt_tree(federated.ServerState(params0, masks.ones_mask(params0), jnp.int32(0)),
+                      aux_like)
+    tree, totals = ckpt.restore(start_round, like)
+    state = federated.ServerState(tree['params'], tree['mask'], tree['round'])
+    init = algorithms.AlgorithmInit(state.mask, algorithms.round_mask_fn(name, config, units),
+                                    tree.get('aux'), totals['init_up'], totals['init_down'],
+                                    totals['init_seconds'], totals['info'])
+    writer.reset(name, start_round)
+    logging.info('[%s] resumed from the checkpoint of round %d', name, start_round)
+
+  round_fn = federated.make_round_fn(apply_fn, optimizer=config.optimizer,
+                                     local_epochs=config.local_epochs, mask_fn=init.mask_fn,
+                                     clients_per_chunk=config.clients_per_chunk)
+  fixed_costs = cost_fields(params0, init.mask, positions) if init.mask_fn is None else None
   train_rng = jax.random.fold_in(rng, 1)
-  costs = {}
-
-  def cost_fields(mask):
-    # The mask is fixed for most algorithms: count it once per distinct mask object.
-    if id(mask) not in costs:
-      costs.clear()
-      kept = accounting.kept_params(mask)
-      costs[id(mask)] = dict(
-          kept_params=kept, total_params=total, compression=total / max(kept, 1),
-          sparsity=1.0 - kept / total,
-          flops_per_example=accounting.flops_per_example(params0, mask, positions, 'sparse'),
-          flops_structured=accounting.flops_per_example(params0, mask, positions, 'structured'),
-          flops_dense=dense_flops)
-    return costs[id(mask)]
-
-  acc, loss = evaluate(apply_mask(state.params, init.mask), dataset.test_x, dataset.test_y)
-  row = dict(round=0, algorithm=name, test_accuracy=acc, test_loss=loss, train_loss=None,
-             **cost_fields(state.mask), bytes_up=cum_up, bytes_down=cum_down, cum_bytes_up=cum_up,
-             cum_bytes_down=cum_down, learning_rate=None, round_seconds=init.seconds)
-  writer.write(row)
-  dense = name == 'fedavg'
   start = time.time()
-  for r in range(1, config.num_rounds + 1):
+  for r in range(start_round + 1, config.num_rounds + 1):
     t0 = time.time()
     ids = sample_clients(config.seed, r, config.num_clients, config.clients_per_round)
-    batch = jax.tree.map(lambda a: jnp.asarray(a[ids]), clients)
+    batch, num_examples = pack(ids)
     lr = config.learning_rate * config.lr_decay ** (r - 1)
-    state, met = round_fn(state, batch, jnp.asarray(num_examples[ids]), jnp.asarray(ids),
-                          train_rng, jnp.float32(lr), init.aux)
+    state, met = round_fn(state, batch, num_examples, jnp.asarray(ids), train_rng,
+                          jnp.float32(lr), init.aux)
     train_loss = float(met.train_loss)
     if not np.isfinite(train_loss):
       bad = [int(ids[i]) for i, l in enumerate(np.asarray(met.client_loss)) if not np.isfinite(l)]
-      raise FloatingPointError(f'[{name}] round {r}: non-finite training loss {train_loss} '
-                               f'from client(s) {bad}; lower config.learning_rate')
-    if init.mask_fn is not None:
-      costs.clear()  # the mask is new every round
-    fields = cost_fields(state.mask)
-    send_mask = not dense and (r == 1 or init.mask_fn is not None)
+      raise FloatingPointError(
+          f'[{name}] round {r}: non-finite training loss {train_loss} from client(s) {bad}. '
+          f'Rounds up to {ckpt.latest_round()} are checkpointed in the workdir; lower '
+          f'config.learning_rate and start a new workdir.')
+    fields = fixed_costs or cost_fields(params0, state.mask, positions)
+    send_mask = name != 'fedavg' and (r == 1 or init.mask_fn is not None)
     up, down = accounting.round_bytes(fields['kept_params'], total, len(ids), send_mask)
-    cum_up, cum_down = cum_up + up, cum_down + down
+    totals['cum_up'] += up
+    totals['cum_down'] += down
     if r % config.eval_every == 0 or r == config.num_rounds:
-      acc, loss = evaluate(state.params, dataset.test_x, dataset.test_y)
-    seconds = time.time() - t0
-    row = dict(round=r, algorithm=name, test_accuracy=acc, test_loss=loss, train_loss=train_loss,
-               **fields, bytes_up=up, bytes_down=down, cum_bytes_up=cum_up,
-               cum_bytes_down=cum_down, learning_rate=lr, round_seconds=seconds)
-    writer.write(row)
-    elapsed = time.time() - start
-    eta = elapsed / r * (config.num_rounds - r)
+      totals['acc'], totals['loss'] = evaluate(state.params, dataset.test_x, dataset.test_y)
+    writer.write(dict(round=r, algorithm=name, test_accuracy=totals['acc'],
+                      test_loss=totals['loss'], train_loss=train_loss, **fields, bytes_up=up,
+                      bytes_down=down, cum_bytes_up=totals['cum_up'],
+                      cum_bytes_down=totals['cum_down'], learning_rate=lr,
+                      round_seconds=time.time() - t0))
+    ckpt.maybe_save(r, _ckpt_tree(state, init.aux), totals, force=r == config.num_rounds)
+    done = r - start_round
+    eta = (time.time() - start) / done * (config.num_rounds - r)
     logging.info('[%s] round %d/%d  acc %.4f  train_loss %.4f  kept %d/%d (%.2fx)  '
-                 'up %s down %s  %.2f s/round  ETA %.0f s', name, r, config.num_rounds, acc,
-                 train_loss, fields['kept_params'], total, fields['compression'],
-                 report.human_bytes(up), report.human_bytes(down), elapsed / r, eta)
-  summary = dict(algorithm=name, test_accuracy=acc, **cost_fields(state.mask),
-                 bytes_up_total=cum_up, bytes_down_total=cum_down,
-                 exploration_bytes=init.bytes_up + init.bytes_down,
-                 exploration_seconds=init.seconds, train_seconds=time.time() - start,
-                 units={k: f'{a}/{b}' for k, (a, b) in
-                        unit_counts(state.mask, model.units()).items()})
-  if init.info:
-    summary.update(init.info)
+                 'up %s down %s  %.2f s/round  ETA %.0f s', name, r, config.num_rounds,
+                 totals['acc'], train_loss, fields['kept_params'], total, fields['compression'],
+                 report.human_bytes(up), report.human_bytes(down),
+                 (time.time() - start) / done, eta)
+  summary = dict(algorithm=name, test_accuracy=totals['acc'],
+                 **cost_fields(params0, state.mask, positions),
+                 bytes_up_total=totals['cum_up'], bytes_down_total=totals['cum_down'],
+                 exploration_bytes=totals['init_up'] + totals['init_down'],
+                 exploration_seconds=totals['init_seconds'],
+                 units={k: f'{a}/{b}' for k, (a, b) in unit_counts(state.mask, units).items()})
+  summary.update(totals['info'])
   return summary
+
+
+def _ckpt_tree(state: federated.ServerState, aux) -> dict:
+  tree = {'params': state.params, 'mask': state.mask, 'round': state.round}
+  if aux is not None:
+    tree['aux'] = aux
+  return tree
+
+
+def _config_dict(config) -> dict:
+  return json.loads(json.dumps(config.to_dict(), default=str))
 
 
 def train_and_evaluate(config, workdir: str) -> list[dict]:
@@ -161,6 +223,7 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
   validate_config(config)
   names = algorithms.parse(config.algorithm)
   os.makedirs(workdir, exist_ok=True)
+  checkpoint.check_workdir_config(workdir, _config_dict(config))
   dataset = data_lib.load(config.data, config.num_clients, config.seed)
   validate_fit(config, dataset)
   logging.info('data %s: %d clients, sizes %d..%d, %d test examples, input %s', dataset.name,
@@ -170,23 +233,29 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
   rng = jax.random.key(config.seed)
   params0 = model.init(jax.random.fold_in(rng, 0),
                        jnp.zeros((1,) + dataset.input_shape, dataset.test_x.dtype))['params']
-  steps = data_lib.steps_for(dataset.client_sizes, config.batch_size)
-  packed = data_lib.pack_clients(dataset.client_x, dataset.client_y, config.batch_size, steps)
-  clients = local.ClientData(packed.x, packed.y, packed.valid)
+  pack = make_packer(dataset, config.batch_size)
   positions = accounting.kernel_positions(model.apply, params0, dataset.input_shape,
                                           dataset.test_x.dtype)
-  writer = _Writer(os.path.join(workdir, 'metrics.jsonl'))
+  writer = MetricsWriter(os.path.join(workdir, 'metrics.jsonl'))
+  progress = checkpoint.load_progress(workdir)
   rows = []
-  try:
-    for name in names:
-      rows.append(run_algorithm(name, config, model=model, params0=params0, clients=clients,
-                                num_examples=packed.num_examples, dataset=dataset,
-                                positions=positions, rng=rng, writer=writer))
-  finally:
-    writer.close()
+  for name in names:
+    if name in progress:
+      logging.info('[%s] already finished in this workdir', name)
+      rows.append(progress[name])
+      continue
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints', name),
+                                   config.checkpoint_every)
+    try:
+      rows.append(run_algorithm(name, config, model=model, params0=params0, pack=pack,
+                                dataset=dataset, positions=positions, rng=rng, writer=writer,
+                                ckpt=ckpt))
+    finally:
+      ckpt.close()
+    progress[name] = rows[-1]
+    checkpoint.save_progress(workdir, progress)
   with open(os.path.join(workdir, 'summary.json'), 'w') as f:
-    json.dump({'config': config.to_dict() if hasattr(config, 'to_dict') else dict(config),
-               'rows': rows}, f, indent=2, default=str)
+    json.dump({'config': _config_dict(config), 'rows': rows}, f, indent=2, default=str)
   print(report.table(rows))
   for path in report.plot_metrics(os.path.join(workdir, 'metrics.jsonl'), workdir):
     logging.info('wrote %s', path)

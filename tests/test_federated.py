@@ -205,3 +205,17 @@ def test_mask_fn_mask_is_applied(params, mask, guidance):
                   jnp.float32(1e-2), None)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=0), state.params,
                want.params)
+
+
+@pytest.mark.parametrize('chunk', [1, 2])
+def test_chunked_cohort_equals_one_vmap(params, mask, chunk):
+  """Training the cohort in chunks (scan over chunks, vmap inside) changes nothing but memory."""
+  data, n = _client_data(NS, seed=5), jnp.asarray(NS)
+  ids, key, lr = jnp.array([3, 0, 7, 2]), jax.random.PRNGKey(0), jnp.float32(0.01)
+  outs = []
+  for k in (0, chunk):
+    fn = federated.make_round_fn(apply_fn, optimizer='adam', local_epochs=1, clients_per_chunk=k)
+    outs.append(fn(_state(params, mask), data, n, ids, key, lr, None))
+  (s0, m0), (s1, m1) = outs
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), s0.params, s1.params)
+  np.testing.assert_allclose(m0.client_loss, m1.client_loss, rtol=1e-6)

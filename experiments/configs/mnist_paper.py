@@ -15,6 +15,7 @@ def get_config():
   config.local_epochs = 5
   config.clients_per_round = 5
   config.batch_size = 350
+  config.optimizer = 'adam'
   config.learning_rate = 3e-4
   config.lr_decay = 0.99
   config.tp = 0.3

@@ -1,0 +1,97 @@
+"""Checkpoints and resuming: a rerun of the same command with the same workdir continues the run.
+
+Layout of a workdir:
+  config.json             the run's config; a rerun with a different config is refused
+  metrics.jsonl           one row per round; on resume, rows after the checkpoint are dropped
+  progress.json           summary rows of the algorithms already finished
+  checkpoints/<algorithm>/<round>/  orbax: the server state (params, mask, round), AutoFLIP's
+                          per-client explorations when the mask is rebuilt each round, and the
+                          running totals (bytes, last accuracy) as JSON
+
+Everything else a round needs is a function of (seed, round): the cohort, the learning rate and
+every PRNG key (`fold_in`). So a run resumed from round r ends with exactly the params and metrics
+of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+PyTree = Any
+
+
+class CheckpointError(RuntimeError):
+  """A workdir's checkpoint cannot be used; the message says what to do. Nothing is overwritten."""
+
+
+def check_workdir_config(workdir: str, config_dict: dict) -> None:
+  """Writes `config.json`, or checks that an existing one holds the same config."""
+  path = os.path.join(workdir, 'config.json')
+  text = json.dumps(config_dict, sort_keys=True, default=str)
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = f.read()
+    if saved != text:
+      old, new = json.loads(saved), json.loads(text)
+      diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+      raise CheckpointError(
+          f'{workdir} holds a run with a different config (fields: {", ".join(diff)}). Rerun '
+          f'with the same config to resume it, or choose a new --workdir.')
+    return
+  with open(path, 'w') as f:
+    f.write(text)
+
+
+def load_progress(workdir: str) -> dict:
+  path = os.path.join(workdir, 'progress.json')
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def save_progress(workdir: str, progress: dict) -> None:
+  tmp = os.path.join(workdir, 'progress.json.tmp')
+  with open(tmp, 'w') as f:
+    json.dump(progress, f, indent=2, default=str)
+  os.replace(tmp, os.path.join(workdir, 'progress.json'))
+
+
+class Checkpointer:
+  """Orbax `CheckpointManager` for one algorithm's server state, aux arrays and totals."""
+
+  def __init__(self, directory: str, every: int, keep: int = 2):
+    self._every = every
+    self._manager = ocp.CheckpointManager(
+        os.path.abspath(directory), options=ocp.CheckpointManagerOptions(max_to_keep=keep,
+                                                                          create=True))
+
+  def latest_round(self) -> int | None:
+    return self._manager.latest_step()
+
+  def maybe_save(self, round_num: int, tree: PyTree, meta: dict, force: bool = False) -> None:
+    if force or round_num % self._every == 0:
+      self._manager.save(round_num, args=ocp.args.Composite(
+          tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True)
+      self._manager.wait_until_finished()
+
+  def restore(self, round_num: int, like: PyTree) -> tuple[PyTree, dict]:
+    """Restores the tree shaped like `like` (arrays or ShapeDtypeStructs) and its totals."""
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    try:
+      out = self._manager.restore(round_num, args=ocp.args.Composite(
+          tree=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    except Exception as e:  # noqa: BLE001 -- any failure here means the same thing to a user
+      raise CheckpointError(
+          f'the checkpoint of round {round_num} in {self._manager.directory} cannot be restored '
+          f'({type(e).__name__}: {e}). It was left as it is: move it away to start over, or use '
+          f'a new --workdir.') from e
+    return out['tree'], out['meta']
+
+  def close(self) -> None:
+    self._manager.close()

@@ -1,0 +1,24 @@
+"""Small configs shared by the end-to-end tests."""
+
+import ml_collections
+
+from experiments.configs import default
+
+
+def tiny_config(**overrides) -> ml_collections.ConfigDict:
+  """The default job shrunk to seconds: a 4/8-filter CNN, 4 clients, 2 rounds."""
+  config = default.get_config()
+  config.model_config = ml_collections.ConfigDict({'channels': (4, 8), 'hidden': 16})
+  config.num_clients = 4
+  config.clients_per_round = 2
+  config.num_rounds = 2
+  config.local_epochs = 1
+  config.batch_size = 100
+  config.e_exp = 1
+  for key, value in overrides.items():
+    target = config
+    *parents, leaf = key.split('.')
+    for p in parents:
+      target = target[p]
+    target[leaf] = value
+  return config

@@ -1,0 +1,99 @@
+"""End to end: the main job on a tiny config writes the metrics, summary and plots it promises."""
+
+import json
+import math
+
+import pytest
+
+from autoflip_jax import accounting, train
+from tests.helpers import tiny_config
+
+FIELDS = ('round', 'algorithm', 'test_accuracy', 'train_loss', 'kept_params', 'total_params',
+          'compression', 'flops_per_example', 'bytes_up', 'bytes_down')
+TIMING = ('round_seconds',)
+
+
+def _rows(workdir):
+  with open(workdir / 'metrics.jsonl') as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('run')
+  config = tiny_config()
+  summary = train.train_and_evaluate(config, str(workdir))
+  return config, workdir, summary
+
+
+def test_metrics_file_has_a_row_per_round_and_algorithm(run):
+  config, workdir, _ = run
+  rows = _rows(workdir)
+  assert [(r['algorithm'], r['round']) for r in rows] == (
+      [('autoflip', r) for r in range(config.num_rounds + 1)] +
+      [('fedavg', r) for r in range(config.num_rounds + 1)])
+  for row in rows:
+    assert set(FIELDS) <= set(row)
+    assert 0.0 <= row['test_accuracy'] <= 1.0
+    if row['round'] > 0:
+      assert math.isfinite(row['train_loss'])
+
+
+def test_autoflip_prunes_and_fedavg_is_dense(run):
+  _, workdir, _ = run
+  rows = _rows(workdir)
+  total = rows[0]['total_params']
+  auto = [r for r in rows if r['algorithm'] == 'autoflip']
+  fed = [r for r in rows if r['algorithm'] == 'fedavg']
+  assert all(r['total_params'] == total for r in rows)
+  # tp=0.3 with the strict tie rule prunes at least 30% of the kernels' weights.
+  assert auto[-1]['kept_params'] < 0.75 * total
+  assert auto[-1]['compression'] == pytest.approx(total / auto[-1]['kept_params'])
+  assert auto[-1]['flops_per_example'] < fed[-1]['flops_per_example']
+  assert all(r['kept_params'] == total and r['compression'] == 1.0 for r in fed)
+
+
+def test_bytes_follow_the_encoding(run):
+  config, workdir, _ = run
+  rows = _rows(workdir)
+  total = rows[0]['total_params']
+  per_round = config.clients_per_round
+  fed = [r for r in rows if r['algorithm'] == 'fedavg']
+  assert fed[0]['bytes_up'] == 0
+  for r in fed[1:]:
+    assert r['bytes_up'] == r['bytes_down'] == per_round * total * 4
+  auto = [r for r in rows if r['algorithm'] == 'autoflip']
+  explorers = config.num_clients  # c_exp = 1
+  assert auto[0]['bytes_up'] == auto[0]['bytes_down'] == explorers * total * 4
+  kept = auto[1]['kept_params']
+  assert auto[1]['bytes_up'] == per_round * kept * 4
+  assert auto[1]['bytes_down'] == per_round * (kept * 4 + accounting.mask_bitmap_bytes(total))
+  assert auto[2]['bytes_down'] == per_round * kept * 4  # the mask is sent once
+  assert auto[-1]['cum_bytes_up'] == sum(r['bytes_up'] for r in auto)
+
+
+def test_summary_and_plots(run):
+  config, workdir, summary = run
+  saved = json.loads((workdir / 'summary.json').read_text())
+  assert [r['algorithm'] for r in saved['rows']] == ['autoflip', 'fedavg']
+  assert saved['config']['tp'] == config.tp
+  assert saved['rows'][0]['test_accuracy'] == summary[0]['test_accuracy']
+  for name in ('accuracy_vs_round.png', 'accuracy_vs_bytes.png'):
+    assert (workdir / name).stat().st_size > 10_000
+
+
+def test_same_seed_same_metrics(run, tmp_path):
+  _, workdir, _ = run
+  train.train_and_evaluate(tiny_config(), str(tmp_path))
+  strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+  assert strip(_rows(tmp_path)) == strip(_rows(workdir))
+
+
+def test_guidance_per_round_sends_the_mask_every_round(tmp_path):
+  config = tiny_config(algorithm='autoflip', guidance_per_round=True, num_rounds=2)
+  train.train_and_evaluate(config, str(tmp_path))
+  rows = _rows(tmp_path)
+  total = rows[0]['total_params']
+  for r in rows[1:]:
+    assert r['bytes_down'] == config.clients_per_round * (
+        r['kept_params'] * 4 + accounting.mask_bitmap_bytes(total))
