@@ -72,3 +72,23 @@ def test_pack_clients_input_errors():
     batching.pack_clients([x], [y[:1]], 2, 1)
   with pytest.raises(ValueError, match='steps'):
     batching.pack_clients([x], [y], 2, 0)
+
+
+def test_pack_clients_keeps_integer_tokens():
+  xs = [np.arange(6, dtype=np.int32).reshape(2, 3) + 1,
+        np.array([[7, 8, 9]], np.int64)]
+  b = batching.pack_clients(xs, [np.array([4, 5]), np.array([6])],
+                            batch_size=2, steps=1)
+  assert b.x.dtype == np.int32
+  np.testing.assert_array_equal(b.x[:, 0], [[[1, 2, 3], [4, 5, 6]],
+                                            [[7, 8, 9], [0, 0, 0]]])
+  np.testing.assert_array_equal(b.valid, [[[1, 1]], [[1, 0]]])
+
+
+def test_pack_clients_float_inputs_become_float32():
+  b = batching.pack_clients([np.ones((1, 2), np.float64)], [np.array([0])],
+                            batch_size=1, steps=1)
+  assert b.x.dtype == np.float32
+  with pytest.raises(ValueError, match='dtype'):
+    batching.pack_clients([np.ones((1, 2)), np.ones((1, 2), np.int32)],
+                          [np.array([0])] * 2, batch_size=1, steps=1)

@@ -92,3 +92,31 @@ def test_parse_malformed_csv(tmp_path, rows, expected_rows, message):
   _write_csv(path, rows)
   with pytest.raises(ValueError, match=message):
     embedded.parse_mnist_csv(path, expected_rows=expected_rows)
+
+
+def test_digits_rows_classes_and_content():
+  x, y = embedded.load_digits()
+  assert x.shape == (1797, 8, 8, 1) and x.dtype == np.float32
+  assert y.shape == (1797,) and y.dtype == np.int32
+  np.testing.assert_array_equal(
+      np.bincount(y), [178, 182, 177, 183, 181, 182, 181, 179, 174, 180])
+  np.testing.assert_array_equal(y[:10], np.arange(10))
+  counts = np.rint(x * 16).astype(np.int64)
+  np.testing.assert_allclose(x * 16, counts, atol=1e-6)  # Integer counts.
+  assert counts.min() == 0 and counts.max() == 16
+  assert counts.sum() == 561_718
+  # The first row of the first image (a zero) in scikit-learn's file.
+  np.testing.assert_array_equal(counts[0, 0, :, 0], [0, 0, 5, 13, 9, 1, 0, 0])
+  assert not x.flags.writeable
+
+
+def test_digits_missing_package(monkeypatch):
+  def fake_files(name):
+    raise importlib.metadata.PackageNotFoundError(name)
+
+  embedded.load_digits.cache_clear()
+  monkeypatch.setattr(importlib.metadata, 'files', fake_files)
+  with pytest.raises(DatasetNotFoundError, match='pip install scikit-learn'):
+    embedded.load_digits()
+  monkeypatch.undo()
+  embedded.load_digits.cache_clear()

@@ -99,3 +99,48 @@ def test_validate_errors(overrides, num_clients, message):
 def test_validate_accepts_good_config():
   data.validate(_config(), 20)
   data.validate(_config(partition='dirichlet', alpha=0.1), 100)
+
+
+def test_load_digits_stratified_holdout():
+  ds = data.load(_config(name='digits', partition='iid'), 10, seed=0)
+  assert ds.num_classes == 10 and ds.input_shape == (8, 8, 1)
+  assert len(ds.test_y) == 359 and ds.num_train_examples == 1438
+  # Stratified: every class keeps its share of the test set (+-1).
+  full = np.bincount(data.embedded.load_digits()[1])
+  assert np.all(np.abs(np.bincount(ds.test_y) - 0.2 * full) <= 1)
+
+
+def test_caps_on_clients_and_test_set():
+  cfg = _config(partition='iid', max_examples_per_client=50,
+                max_test_examples=123)
+  ds = data.load(cfg, 8, seed=3)
+  np.testing.assert_array_equal(ds.client_sizes, [50] * 8)
+  assert len(ds.test_y) == 123
+  full = data.load(_config(partition='iid'), 8, seed=3)
+  # Each capped client is a subset of the same client without a cap.
+  for capped, whole in zip(ds.client_x, full.client_x):
+    rows = {r.tobytes() for r in whole.reshape(len(whole), -1)}
+    assert all(r.tobytes() in rows for r in capped.reshape(50, -1))
+  assert ds.client_names == []
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'partition': 'natural'},
+     r"partition='natural' needs a dataset with natural clients "
+     r"\('femnist', 'shakespeare'\); for mnist_5k use one of \('iid', "
+     r"'pathological', 'dirichlet'\)"),
+    ({'max_examples_per_client': -1}, 'config.data.max_examples_per_client'),
+    ({'max_test_examples': 1.5}, 'config.data.max_test_examples'),
+    ({'name': 'digits', 'classes_per_client': 11},
+     'config.data.classes_per_client'),
+])
+def test_validate_new_fields(overrides, message):
+  with pytest.raises(ValueError, match=message):
+    data.validate(_config(**overrides), 20)
+
+
+def test_validate_natural_sources_without_reading():
+  # Natural sources have no static size: any num_clients passes validate.
+  data.validate(_config(name='femnist', partition='natural'), 5000)
+  data.validate(_config(name='shakespeare', partition='dirichlet',
+                        classes_per_client=80), 3)

