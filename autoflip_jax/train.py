@@ -27,6 +27,7 @@ import numpy as np
 from autoflip_jax import accounting, algorithms, checkpoint, federated, local, masks, models
 from autoflip_jax import report
 from autoflip_jax import data as data_lib
+from autoflip_jax.data import stats
 from autoflip_jax.config_checks import validate_config, validate_fit
 from autoflip_jax.masks import apply_mask, unit_counts
 
@@ -229,6 +230,7 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
   logging.info('data %s: %d clients, sizes %d..%d, %d test examples, input %s', dataset.name,
                dataset.num_clients, dataset.client_sizes.min(), dataset.client_sizes.max(),
                len(dataset.test_y), dataset.input_shape)
+  stats.save_client_stats(dataset, workdir)
   model = models.get_model(config, dataset.num_classes)
   rng = jax.random.key(config.seed)
   params0 = model.init(jax.random.fold_in(rng, 0),

@@ -22,12 +22,16 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.data = ml_collections.ConfigDict()
   config.data.name = 'mnist_5k'
-  config.data.path = ''             # for datasets read from files; unused by mnist_5k
+  config.data.path = ''             # LEAF folder (femnist, shakespeare); unused by mnist_5k
+  config.data.data_dir = ''         # TFDS data folder ('' = $TFDS_DATA_DIR or ~/tensorflow_datasets)
+  config.data.tfds_name = ''        # another TFDS variant, e.g. 'emnist/balanced'
   config.data.partition = 'pathological'
   config.data.classes_per_client = 2
   config.data.alpha = 0.5           # Dirichlet concentration, for partition='dirichlet'
   config.data.test_fraction = 0.2
   config.data.min_examples = 1
+  config.data.max_examples_per_client = 0  # seeded cap per client; 0 = none
+  config.data.max_test_examples = 0        # seeded cap on the test set; 0 = all
 
   # Federated schedule.
   config.num_clients = 20
