@@ -6,8 +6,13 @@
   `c_exp = 1`, as in the reference code) the mask is rebuilt every round, inside the jitted round,
   from the explorations of that round's sampled clients.
 
-`init(...)` returns an `AlgorithmInit`: the first mask, an optional `mask_fn` and its device-side
-data for the round, and the cost of what it did (bytes, seconds, exploration statistics).
+Each algorithm has two parts:
+* `hooks(name, config, units, params0) -> Hooks`: what the engine calls during training, built
+  without data so a resumed run gets them too: an in-round `mask_fn`, a host-side `update` after
+  each round (a new mask every so often), whether the round must report squared gradients, and
+  the shapes of the arrays the algorithm keeps (`aux_like`, `extra_like`, saved in checkpoints).
+* `init(name, params0, ...) -> AlgorithmInit`: the work before round 1 (exploration, initial
+  pruning): the first mask, the arrays above, and its cost (bytes, seconds, statistics).
 """
 
 from __future__ import annotations
@@ -26,10 +31,18 @@ PyTree = Any
 ALGORITHMS = ('autoflip', 'fedavg')
 
 
+class Hooks(NamedTuple):
+  mask_fn: Callable | None = None  # (client_ids, num_examples, aux) -> mask, inside the round
+  update: Callable | None = None   # (round, state, RoundMetrics, extra) -> (mask or None, extra)
+  track_grad_sq: bool = False      # the round returns the cohort's summed squared gradients
+  aux_like: PyTree = None          # shapes of `aux` (read-only device arrays for mask_fn)
+  extra_like: PyTree = None        # shapes of `extra` (the algorithm's own state between rounds)
+
+
 class AlgorithmInit(NamedTuple):
   mask: PyTree
-  mask_fn: Callable | None = None  # (client_ids, num_examples, aux) -> mask, inside the round
-  aux: PyTree = None               # device arrays mask_fn reads
+  aux: PyTree = None
+  extra: PyTree = None
   bytes_up: int = 0
   bytes_down: int = 0
   seconds: float = 0.0
@@ -85,8 +98,7 @@ def init_autoflip(params0: PyTree, *, config, apply_fn, units, pack: Callable,
   # With per-round guidance the round needs every client's exploration (explorers == all
   # clients, in client-id order).
   aux = result.sqdev if config.guidance_per_round else None
-  mask_fn = round_mask_fn('autoflip', config, units)
-  return AlgorithmInit(mask, mask_fn, aux, up, down, seconds, info)
+  return AlgorithmInit(mask, aux, None, up, down, seconds, info)
 
 
 def _mask_from_guidance(config, units) -> Callable:
@@ -95,10 +107,8 @@ def _mask_from_guidance(config, units) -> Callable:
       structured_threshold=config.structured_threshold, structured_tp=config.structured_tp)
 
 
-def round_mask_fn(name: str, config, units) -> Callable | None:
-  """The in-round mask rebuild `(client_ids, num_examples, sqdev_all) -> mask`, or None."""
-  if name != 'autoflip' or not config.guidance_per_round:
-    return None
+def _autoflip_round_mask_fn(config, units) -> Callable:
+  """The in-round mask rebuild `(client_ids, num_examples, sqdev_all) -> mask`."""
   make_mask = _mask_from_guidance(config, units)
 
   def mask_fn(client_ids, n, sqdev_all):
@@ -106,6 +116,15 @@ def round_mask_fn(name: str, config, units) -> Callable | None:
     w = n if config.guidance_weighted else None
     return make_mask(exploration.guidance(sqdev, w, config.guidance_normalization))
   return mask_fn
+
+
+def hooks(name: str, config, units, params0: PyTree) -> Hooks:
+  """The algorithm's training-time hooks (see the module docstring)."""
+  if name == 'autoflip' and config.guidance_per_round:
+    aux_like = jax.tree.map(
+        lambda p: jax.ShapeDtypeStruct((config.num_clients,) + p.shape, p.dtype), params0)
+    return Hooks(mask_fn=_autoflip_round_mask_fn(config, units), aux_like=aux_like)
+  return Hooks()
 
 
 def init(name: str, params0: PyTree, **kwargs) -> AlgorithmInit:

@@ -40,6 +40,8 @@ class RoundMetrics(NamedTuple):
   train_loss: jax.Array     # example-weighted mean local training loss of the cohort
   client_loss: jax.Array    # [clients] mean local training loss per client
   num_examples: jax.Array   # int32 total real examples in the cohort
+  grad_sq: PyTree = ()      # with track_grad_sq: example-weighted mean of the clients' sums of
+                            # squared gradients over their local steps (PruneFL's importance)
 
 
 def example_weights(num_examples: jax.Array) -> jax.Array:
@@ -65,7 +67,8 @@ def _finish(avg: PyTree, num_examples: jax.Array, mask: PyTree, fallback: PyTree
 def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Array,
                client_ids: jax.Array, rng: jax.Array, learning_rate: jax.Array, aux: PyTree,
                *, apply_fn, optimizer: str, local_epochs: int, mask_fn: Callable | None = None,
-               clients_per_chunk: int = 0) -> tuple[ServerState, RoundMetrics]:
+               clients_per_chunk: int = 0,
+               track_grad_sq: bool = False) -> tuple[ServerState, RoundMetrics]:
   """One federated round; `make_round_fn` jits it. See the module docstring.
 
   The cohort is trained in chunks of `clients_per_chunk` clients (0: all at once): a `lax.scan`
@@ -79,8 +82,8 @@ def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Arr
   def client(d, cid):
     out = local.train(global_params, mask, d, jax.random.fold_in(round_key, cid),
                       apply_fn=apply_fn, optimizer=optimizer, learning_rate=learning_rate,
-                      epochs=local_epochs)
-    return out.params, out.loss
+                      epochs=local_epochs, track_grad_sq=track_grad_sq)
+    return out.params, out.loss, out.grad_sq
 
   cohort = client_ids.shape[0]
   chunk = clients_per_chunk if 0 < clients_per_chunk < cohort else cohort
@@ -89,25 +92,27 @@ def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Arr
   split = lambda a: a.reshape((cohort // chunk, chunk) + a.shape[1:])
   weights = example_weights(num_examples)
 
-  def train_chunk(total, xs):
+  def train_chunk(totals, xs):
     d, cid, w = xs
-    p, loss = jax.vmap(client)(d, cid)
-    total = jax.tree.map(lambda t, q: t + jnp.tensordot(w, q, axes=1), total, p)
-    return total, loss
+    p, loss, gsq = jax.vmap(client)(d, cid)
+    add = lambda t, q: t + jnp.tensordot(w, q, axes=1)
+    return (jax.tree.map(add, totals[0], p), jax.tree.map(add, totals[1], gsq)), loss
 
   zeros = jax.tree.map(jnp.zeros_like, global_params)
-  avg, client_loss = jax.lax.scan(
-      train_chunk, zeros, (jax.tree.map(split, data), split(client_ids), split(weights)))
+  (avg, grad_sq), client_loss = jax.lax.scan(
+      train_chunk, (zeros, zeros if track_grad_sq else ()),
+      (jax.tree.map(split, data), split(client_ids), split(weights)))
   client_loss = client_loss.reshape(cohort)
   params = _finish(avg, num_examples, mask, global_params)
   n = num_examples.astype(jnp.float32)
   train_loss = jnp.sum(client_loss * n) / jnp.maximum(jnp.sum(n), 1.0)
-  metrics = RoundMetrics(train_loss, client_loss, jnp.sum(num_examples))
+  metrics = RoundMetrics(train_loss, client_loss, jnp.sum(num_examples), grad_sq)
   return ServerState(params, mask, state.round + 1), metrics
 
 
 def make_round_fn(apply_fn, *, optimizer: str, local_epochs: int, mask_fn: Callable | None = None,
-                  clients_per_chunk: int = 0, wrap: Callable | None = None):
+                  clients_per_chunk: int = 0, track_grad_sq: bool = False,
+                  wrap: Callable | None = None):
   """Returns the jitted round `(state, data, num_examples, client_ids, rng, lr, aux)`.
 
   `wrap` decorates the Python body before jit (tests pass `chex.assert_max_traces(n=1)`). The
@@ -116,7 +121,8 @@ def make_round_fn(apply_fn, *, optimizer: str, local_epochs: int, mask_fn: Calla
   def body(state, data, num_examples, client_ids, rng, learning_rate, aux):
     return round_body(state, data, num_examples, client_ids, rng, learning_rate, aux,
                       apply_fn=apply_fn, optimizer=optimizer, local_epochs=local_epochs,
-                      mask_fn=mask_fn, clients_per_chunk=clients_per_chunk)
+                      mask_fn=mask_fn, clients_per_chunk=clients_per_chunk,
+                      track_grad_sq=track_grad_sq)
   if wrap is not None:
     body = wrap(body)
   return jax.jit(body, donate_argnums=(0,))

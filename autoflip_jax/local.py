@@ -38,6 +38,7 @@ class TrainOutput(NamedTuple):
   last_loss: jax.Array    # mean training loss of the last epoch run
   epochs_run: jax.Array   # int32; < epochs when early stopping fired
   deviation: PyTree       # sum over epochs of (params_e - params_0)^2 if tracked, else ()
+  grad_sq: PyTree = ()    # sum over steps of the squared (masked) gradients if tracked, else ()
 
 
 def make_optimizer(name: str, learning_rate) -> optax.GradientTransformation:
@@ -65,7 +66,7 @@ def epoch_order(key: jax.Array, valid_flat: jax.Array) -> jax.Array:
 
 def train(params: PyTree, mask: PyTree, data: ClientData, key: jax.Array, *,
           apply_fn: ApplyFn, optimizer: str, learning_rate, epochs: int, patience: int = 0,
-          track_deviation: bool = False) -> TrainOutput:
+          track_deviation: bool = False, track_grad_sq: bool = False) -> TrainOutput:
   """Trains one client for up to `epochs` epochs from `params` under `mask`.
 
   `patience > 0` stops early once the epoch's mean training loss has not improved for `patience`
@@ -87,7 +88,7 @@ def train(params: PyTree, mask: PyTree, data: ClientData, key: jax.Array, *,
     return total / jnp.maximum(n, 1.0), (total, n)
 
   def step(carry, batch_data):
-    p, opt_state = carry
+    p, opt_state, gsq = carry
     x, y, v = batch_data
     (_, (total, n)), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, x, y, v)
     grads = apply_mask(grads, mask)
@@ -97,14 +98,16 @@ def train(params: PyTree, mask: PyTree, data: ClientData, key: jax.Array, *,
     keep = lambda new, old: jnp.where(has_data, new, old)
     p = jax.tree.map(keep, new_p, p)
     opt_state = jax.tree.map(keep, new_opt_state, opt_state)
-    return (p, opt_state), (total, n)
+    if track_grad_sq:  # an empty step's gradient is 0
+      gsq = jax.tree.map(lambda a, g: a + jnp.square(g), gsq, grads)
+    return (p, opt_state, gsq), (total, n)
 
   def run_epoch(state):
-    epoch, p, opt_state, best, bad, loss_sum, n_sum, _, dev = state
+    epoch, p, opt_state, best, bad, loss_sum, n_sum, _, dev, gsq = state
     order = epoch_order(jax.random.fold_in(key, epoch), valid_flat)
     shaped = lambda a: a[order].reshape((steps, batch) + a.shape[1:])
-    (p, opt_state), (totals, ns) = jax.lax.scan(
-        step, (p, opt_state), (shaped(x_flat), shaped(y_flat), shaped(valid_flat)))
+    (p, opt_state, gsq), (totals, ns) = jax.lax.scan(
+        step, (p, opt_state, gsq), (shaped(x_flat), shaped(y_flat), shaped(valid_flat)))
     epoch_loss = jnp.sum(totals) / jnp.maximum(jnp.sum(ns), 1.0)
     improved = epoch_loss < best
     best = jnp.where(improved, epoch_loss, best)
@@ -112,7 +115,7 @@ def train(params: PyTree, mask: PyTree, data: ClientData, key: jax.Array, *,
     if track_deviation:
       dev = jax.tree.map(lambda d, a, b: d + jnp.square(a - b), dev, p, params0)
     return (epoch + 1, p, opt_state, best, bad, loss_sum + jnp.sum(totals),
-            n_sum + jnp.sum(ns), epoch_loss, dev)
+            n_sum + jnp.sum(ns), epoch_loss, dev, gsq)
 
   def not_done(state):
     epoch, bad = state[0], state[4]
@@ -122,9 +125,10 @@ def train(params: PyTree, mask: PyTree, data: ClientData, key: jax.Array, *,
     return go
 
   dev0 = jax.tree.map(jnp.zeros_like, params) if track_deviation else ()
+  gsq0 = jax.tree.map(jnp.zeros_like, params) if track_grad_sq else ()
   zero = jnp.zeros((), jnp.float32)
   init = (jnp.zeros((), jnp.int32), params, tx.init(params), jnp.array(jnp.inf, jnp.float32),
-          jnp.zeros((), jnp.int32), zero, zero, zero, dev0)
-  epoch, params, _, _, _, loss_sum, n_sum, last_loss, dev = jax.lax.while_loop(
+          jnp.zeros((), jnp.int32), zero, zero, zero, dev0, gsq0)
+  epoch, params, _, _, _, loss_sum, n_sum, last_loss, dev, gsq = jax.lax.while_loop(
       not_done, run_epoch, init)
-  return TrainOutput(params, loss_sum / jnp.maximum(n_sum, 1.0), last_loss, epoch, dev)
+  return TrainOutput(params, loss_sum / jnp.maximum(n_sum, 1.0), last_loss, epoch, dev, gsq)

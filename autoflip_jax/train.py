@@ -124,10 +124,7 @@ def run_algorithm(name: str, config, *, model, params0, pack, dataset, positions
   units = model.units()
   evaluate = make_eval_fn(apply_fn, config.eval_batch_size)
   total = accounting.total_params(params0)
-  aux_like = None
-  if algorithms.round_mask_fn(name, config, units) is not None:
-    aux_like = jax.tree.map(
-        lambda p: jax.ShapeDtypeStruct((config.num_clients,) + p.shape, p.dtype), params0)
+  hooks = algorithms.hooks(name, config, units, params0)
   start_round = ckpt.latest_round()
   if start_round is None:
     init = algorithms.init(name, params0, config=config, apply_fn=apply_fn, units=units,
@@ -138,7 +135,7 @@ def run_algorithm(name: str, config, *, model, params0, pack, dataset, positions
     acc, loss = evaluate(apply_mask(state.params, init.mask), dataset.test_x, dataset.test_y)
     totals = dict(cum_up=init.bytes_up, cum_down=init.bytes_down, acc=acc, loss=loss,
                   init_up=init.bytes_up, init_down=init.bytes_down, init_seconds=init.seconds,
-                  info=init.info or {})
+                  info=init.info or {}, mask_is_new=True)
     writer.reset(name, -1)
     writer.write(dict(round=0, algorithm=name, test_accuracy=acc, test_loss=loss,
                       train_loss=None, **cost_fields(params0, init.mask, positions),
@@ -146,22 +143,26 @@ def run_algorithm(name: str, config, *, model, params0, pack, dataset, positions
                       cum_bytes_up=init.bytes_up, cum_bytes_down=init.bytes_down,
                       learning_rate=None, round_seconds=init.seconds))
     start_round = 0
-    ckpt.maybe_save(0, _ckpt_tree(state, init.aux), totals, force=True)
+    ckpt.maybe_save(0, _ckpt_tree(state, init.aux, init.extra), totals, force=True)
   else:
     like = _ckpt_tree(federated.ServerState(params0, masks.ones_mask(params0), jnp.int32(0)),
-                      aux_like)
+                      hooks.aux_like, hooks.extra_like)
     tree, totals = ckpt.restore(start_round, like)
     state = federated.ServerState(tree['params'], tree['mask'], tree['round'])
-    init = algorithms.AlgorithmInit(state.mask, algorithms.round_mask_fn(name, config, units),
-                                    tree.get('aux'), totals['init_up'], totals['init_down'],
+    init = algorithms.AlgorithmInit(state.mask, tree.get('aux'), tree.get('extra'),
+                                    totals['init_up'], totals['init_down'],
                                     totals['init_seconds'], totals['info'])
     writer.reset(name, start_round)
     logging.info('[%s] resumed from the checkpoint of round %d', name, start_round)
 
   round_fn = federated.make_round_fn(apply_fn, optimizer=config.optimizer,
-                                     local_epochs=config.local_epochs, mask_fn=init.mask_fn,
-                                     clients_per_chunk=config.clients_per_chunk)
-  fixed_costs = cost_fields(params0, init.mask, positions) if init.mask_fn is None else None
+                                     local_epochs=config.local_epochs, mask_fn=hooks.mask_fn,
+                                     clients_per_chunk=config.clients_per_chunk,
+                                     track_grad_sq=hooks.track_grad_sq)
+  costs = cost_fields(params0, state.mask, positions)
+  extra = init.extra
+  # A client needs the mask's bitmap in the first round after the mask is new to it.
+  mask_is_new = totals['mask_is_new']
   train_rng = jax.random.fold_in(rng, 1)
   start = time.time()
   for r in range(start_round + 1, config.num_rounds + 1):
@@ -178,9 +179,18 @@ def run_algorithm(name: str, config, *, model, params0, pack, dataset, positions
           f'[{name}] round {r}: non-finite training loss {train_loss} from client(s) {bad}. '
           f'Rounds up to {ckpt.latest_round()} are checkpointed in the workdir; lower '
           f'config.learning_rate and start a new workdir.')
-    fields = fixed_costs or cost_fields(params0, state.mask, positions)
-    send_mask = name != 'fedavg' and (r == 1 or init.mask_fn is not None)
+    if hooks.mask_fn is not None:  # the round built this round's mask
+      costs, mask_is_new = cost_fields(params0, state.mask, positions), True
+    fields = costs
+    send_mask = mask_is_new and fields['kept_params'] < total
     up, down = accounting.round_bytes(fields['kept_params'], total, len(ids), send_mask)
+    mask_is_new = False
+    if hooks.update is not None:
+      new_mask, extra = hooks.update(r, state, met, extra)
+      if new_mask is not None:
+        state = state._replace(mask=new_mask, params=apply_mask(state.params, new_mask))
+        costs, mask_is_new = cost_fields(params0, new_mask, positions), True
+    totals['mask_is_new'] = mask_is_new
     totals['cum_up'] += up
     totals['cum_down'] += down
     if r % config.eval_every == 0 or r == config.num_rounds:
@@ -190,7 +200,7 @@ def run_algorithm(name: str, config, *, model, params0, pack, dataset, positions
                       bytes_down=down, cum_bytes_up=totals['cum_up'],
                       cum_bytes_down=totals['cum_down'], learning_rate=lr,
                       round_seconds=time.time() - t0))
-    ckpt.maybe_save(r, _ckpt_tree(state, init.aux), totals, force=r == config.num_rounds)
+    ckpt.maybe_save(r, _ckpt_tree(state, init.aux, extra), totals, force=r == config.num_rounds)
     done = r - start_round
     eta = (time.time() - start) / done * (config.num_rounds - r)
     logging.info('[%s] round %d/%d  acc %.4f  train_loss %.4f  kept %d/%d (%.2fx)  '
@@ -208,10 +218,12 @@ def run_algorithm(name: str, config, *, model, params0, pack, dataset, positions
   return summary
 
 
-def _ckpt_tree(state: federated.ServerState, aux) -> dict:
+def _ckpt_tree(state: federated.ServerState, aux, extra) -> dict:
   tree = {'params': state.params, 'mask': state.mask, 'round': state.round}
   if aux is not None:
     tree['aux'] = aux
+  if extra is not None:
+    tree['extra'] = extra
   return tree
 
 
