@@ -71,7 +71,7 @@ class MetricsWriter:
   """
 
   def __init__(self, path: str):
-    self._path = path
+    self.path = path
     self._rows = []
     if os.path.exists(path):
       with open(path) as f:
@@ -79,12 +79,12 @@ class MetricsWriter:
 
   def reset(self, algorithm: str, upto: int) -> None:
     self._rows = [r for r in self._rows if r['algorithm'] != algorithm or r['round'] <= upto]
-    with open(self._path, 'w') as f:
+    with open(self.path, 'w') as f:
       f.writelines(json.dumps(r) + '\n' for r in self._rows)
 
   def write(self, row: dict) -> None:
     self._rows.append(row)
-    with open(self._path, 'a') as f:
+    with open(self.path, 'a') as f:
       f.write(json.dumps(row) + '\n')
 
 
@@ -201,6 +201,8 @@ def run_algorithm(name: str, config, *, model, params0, pack, dataset, positions
                       cum_bytes_down=totals['cum_down'], learning_rate=lr,
                       round_seconds=time.time() - t0))
     ckpt.maybe_save(r, _ckpt_tree(state, init.aux, extra), totals, force=r == config.num_rounds)
+    if r % config.checkpoint_every == 0:  # plots a person can watch while the run goes on
+      report.plot_metrics(writer.path, os.path.dirname(writer.path))
     done = r - start_round
     eta = (time.time() - start) / done * (config.num_rounds - r)
     logging.info('[%s] round %d/%d  acc %.4f  train_loss %.4f  kept %d/%d (%.2fx)  '

@@ -97,3 +97,11 @@ def test_guidance_per_round_sends_the_mask_every_round(tmp_path):
   for r in rows[1:]:
     assert r['bytes_down'] == config.clients_per_round * (
         r['kept_params'] * 4 + accounting.mask_bitmap_bytes(total))
+
+
+def test_diverging_run_stops_with_round_and_clients_named(tmp_path):
+  config = tiny_config(algorithm='fedavg', learning_rate=1e9, num_rounds=3)
+  with pytest.raises(FloatingPointError, match=r'\[fedavg\] round 1: non-finite training loss'):
+    train.train_and_evaluate(config, str(tmp_path))
+  # What finished (round 0) is on disk.
+  assert [r['round'] for r in _rows(tmp_path)] == [0]
