@@ -22,6 +22,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from autoflip_jax import local
 from autoflip_jax.masks import apply_mask
@@ -126,3 +127,35 @@ def make_round_fn(apply_fn, *, optimizer: str, local_epochs: int, mask_fn: Calla
   if wrap is not None:
     body = wrap(body)
   return jax.jit(body, donate_argnums=(0,))
+
+
+def client_mesh(num_devices: int) -> jax.sharding.Mesh | None:
+  """A 1-D mesh over the first `num_devices` devices with a `clients` axis; None for 1 device.
+
+  The same code runs on one CPU, on 8 fake CPU devices
+  (`XLA_FLAGS=--xla_force_host_platform_device_count=8`), on GPUs and on a TPU slice; after
+  `jax.distributed.initialize()` `jax.devices()` spans every host.
+  """
+  if num_devices <= 1:
+    return None
+  devices = jax.devices()
+  if num_devices > len(devices):
+    raise ValueError(f'config.mesh_devices={num_devices} but only {len(devices)} devices are '
+                     f'visible ({jax.default_backend()})')
+  return jax.sharding.Mesh(np.asarray(devices[:num_devices]), ('clients',))
+
+
+def shard_clients(tree: PyTree, mesh: jax.sharding.Mesh | None) -> PyTree:
+  """Places client-batched arrays (leading client axis) split over the mesh's `clients` axis."""
+  if mesh is None:
+    return tree
+  spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('clients'))
+  return jax.tree.map(lambda a: jax.device_put(a, spec), tree)
+
+
+def replicate(tree: PyTree, mesh: jax.sharding.Mesh | None) -> PyTree:
+  """Places server-side arrays (params, mask) whole on every device of the mesh."""
+  if mesh is None:
+    return tree
+  spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return jax.tree.map(lambda a: jax.device_put(a, spec), tree)

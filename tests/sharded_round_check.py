@@ -1,0 +1,47 @@
+"""Run by tests/test_sharding.py in a process with 8 host devices: the sharded round must equal
+the single-device round. Prints OK and the max difference."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from autoflip_jax import federated, local, masks
+from autoflip_jax.models.cnn import CNN
+
+assert jax.device_count() == 8, jax.devices()
+model = CNN(num_classes=3, channels=(4, 8), hidden=16)
+apply_fn = lambda p, x: model.apply({'params': p}, x)
+params = model.init(jax.random.key(0), jnp.zeros((1, 12, 12, 1)))['params']
+mask = masks.hybrid_mask(masks.normalize(jax.tree.map(
+    lambda p: jax.random.uniform(jax.random.key(p.size), p.shape), params)), 0.3, model.units())
+c, s, b = 8, 2, 4
+rng = np.random.default_rng(0)
+ns = np.array([8, 3, 0, 5, 8, 1, 7, 2], np.int32)
+valid = np.arange(s * b)[None] < ns[:, None]
+data = local.ClientData(
+    jnp.asarray(rng.normal(size=(c, s, b, 12, 12, 1)).astype(np.float32) * valid.reshape(
+        c, s, b, 1, 1, 1)),
+    jnp.asarray(rng.integers(0, 3, (c, s, b)).astype(np.int32)),
+    jnp.asarray(valid.reshape(c, s, b)))
+ids, key, lr = jnp.arange(10, 18), jax.random.key(3), jnp.float32(1e-2)
+round_fn = federated.make_round_fn(apply_fn, optimizer='adam', local_epochs=2)
+
+def run(mesh):
+  state = federated.ServerState(federated.replicate(jax.tree.map(jnp.copy, params), mesh),
+                                federated.replicate(jax.tree.map(jnp.copy, mask), mesh),
+                                jnp.int32(0))
+  d, n, i = federated.shard_clients((data, jnp.asarray(ns), ids), mesh)
+  if mesh is not None:
+    assert len(d.x.sharding.device_set) == mesh.size
+  return round_fn(state, d, n, i, key, lr, None)
+
+single, _ = run(None)
+sharded, met = run(federated.client_mesh(8))
+assert len(jax.tree.leaves(sharded.params)[0].sharding.device_set) == 8
+diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in
+           zip(jax.tree.leaves(single.params), jax.tree.leaves(sharded.params)))
+assert diff < 1e-5, diff
+pruned = [np.asarray(p)[~np.asarray(m)] for p, m in
+          zip(jax.tree.leaves(sharded.params), jax.tree.leaves(sharded.mask))]
+assert all(np.all(p == 0) for p in pruned)
+print('OK', diff)
