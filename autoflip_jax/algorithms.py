@@ -5,6 +5,8 @@
   matrix, then the hybrid mask from `tp` (AUTOFLIP.md §1-2). With `guidance_per_round` (needs
   `c_exp = 1`, as in the reference code) the mask is rebuilt every round, inside the jitted round,
   from the explorations of that round's sampled clients.
+* `prunefl`, `eflprune`, `random`, `magnitude`: the paper's comparison methods and our controls,
+  in `baselines/` (see its docstring and docs/baselines.md).
 
 Each algorithm has two parts:
 * `hooks(name, config, units, params0) -> Hooks`: what the engine calls during training, built
@@ -13,6 +15,8 @@ Each algorithm has two parts:
   the shapes of the arrays the algorithm keeps (`aux_like`, `extra_like`, saved in checkpoints).
 * `init(name, params0, ...) -> AlgorithmInit`: the work before round 1 (exploration, initial
   pruning): the first mask, the arrays above, and its cost (bytes, seconds, statistics).
+  `previous` holds the summary rows of the algorithms already run in this invocation (the
+  controls read AutoFLIP's `kernel_kept` there).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import numpy as np
 from autoflip_jax import accounting, exploration, masks
 
 PyTree = Any
-ALGORITHMS = ('autoflip', 'fedavg')
+ALGORITHMS = ('autoflip', 'fedavg', 'prunefl', 'eflprune', 'random', 'magnitude')
 
 
 class Hooks(NamedTuple):
@@ -91,6 +95,9 @@ def init_autoflip(params0: PyTree, *, config, apply_fn, units, pack: Callable,
   total = accounting.total_params(params0)
   up, down = accounting.exploration_bytes(total, len(ids))
   info = {
+      # Kept kernel weights (ndim >= 2): the controls' target, read from the summary row.
+      'kernel_kept': int(sum(int(jnp.sum(m)) for m in jax.tree.leaves(mask)
+                             if masks.is_prunable(m))),
       'explorers': int(len(ids)),
       'exploration_epochs_mean': float(jnp.mean(result.epochs_run)),
       'exploration_final_loss_mean': float(jnp.mean(result.final_loss)),
@@ -124,8 +131,15 @@ def hooks(name: str, config, units, params0: PyTree) -> Hooks:
     aux_like = jax.tree.map(
         lambda p: jax.ShapeDtypeStruct((config.num_clients,) + p.shape, p.dtype), params0)
     return Hooks(mask_fn=_autoflip_round_mask_fn(config, units), aux_like=aux_like)
-  return Hooks()
+  if name in ('autoflip', 'fedavg'):
+    return Hooks()
+  from autoflip_jax import baselines  # here, not at the top: baselines import this module
+  return baselines.hooks(name, config, units, params0)
 
 
-def init(name: str, params0: PyTree, **kwargs) -> AlgorithmInit:
-  return {'fedavg': init_fedavg, 'autoflip': init_autoflip}[name](params0, **kwargs)
+def init(name: str, params0: PyTree, *, previous: dict | None = None, **kwargs) -> AlgorithmInit:
+  """The algorithm's work before round 1; `previous`: {name: summary row} of earlier runs."""
+  if name in ('autoflip', 'fedavg'):
+    return {'fedavg': init_fedavg, 'autoflip': init_autoflip}[name](params0, **kwargs)
+  from autoflip_jax import baselines  # here, not at the top: baselines import this module
+  return baselines.init(name, params0, previous=previous or {}, **kwargs)

@@ -68,6 +68,21 @@ def validate_config(config) -> None:
   if config.clients_per_chunk and config.clients_per_round % config.clients_per_chunk:
     raise ValueError(f'config.clients_per_chunk={config.clients_per_chunk} must divide '
                      f'config.clients_per_round={config.clients_per_round} (0: the whole cohort)')
+  _float(config, 'control_sparsity', 0.0, 1.0, False, True)
+  _int(config, 'prunefl_interval', 1)
+  _int(config, 'prunefl_init_examples', 1)
+  _int(config, 'prunefl_init_steps', 0)
+  _float(config, 'eflprune_rate', 0.0, 1.0, False, True)
+  _int(config, 'eflprune_interval', 1)
+  _int(config, 'eflprune_steps', 1)
+  if 'target_accuracy' in config:  # experiments/configs/compare.py
+    _float(config, 'target_accuracy', 0.0, 1.0, False, False)
+  controls = [n for n in names if n in ('random', 'magnitude')]
+  if (controls and config.control_sparsity == 0 and 'autoflip' not in names
+      and config.e_exp < 1):
+    raise ValueError(f'config.e_exp=0 with algorithm {controls[0]} and control_sparsity=0: its '
+                     f'sparsity is AutoFLIP\'s, whose exploration needs at least one epoch (or '
+                     f'set config.control_sparsity)')
   if 'autoflip' in names and config.e_exp < 1:
     raise ValueError('config.e_exp=0 with algorithm autoflip: exploration needs at least one '
                      'epoch (with none, every guidance value is 0, all tie at the threshold and '

@@ -1,4 +1,5 @@
-"""The final table and the plots, all made from the rows the run wrote."""
+"""The final table and the plots, all made from the rows the run wrote; the comparison of
+algorithms (`write_comparison`, for experiments/compare.py)."""
 
 from __future__ import annotations
 
@@ -59,12 +60,15 @@ def table(rows: list[dict]) -> str:
 
 
 def read_metrics(path: str) -> dict[str, list[dict]]:
-  """`metrics.jsonl` grouped by algorithm, in file order."""
+  """`metrics.jsonl` grouped by algorithm, in round order (a resumed run appends its redone
+  rounds at the end of the file)."""
   by_alg: dict[str, list[dict]] = {}
   with open(path) as f:
     for line in f:
       row = json.loads(line)
       by_alg.setdefault(row['algorithm'], []).append(row)
+  for rows in by_alg.values():
+    rows.sort(key=lambda r: r['round'])
   return by_alg
 
 
@@ -89,3 +93,88 @@ def plot_metrics(metrics_path: str, out_dir: str) -> list[str]:
     plt.close(fig)
     paths.append(path)
   return paths
+
+
+# The comparison of algorithms (experiments/compare.py): one row per algorithm, one table, plots.
+
+def reach_target(rows: list[dict], target: float) -> dict | None:
+  """The first metrics row (round order) with test accuracy >= `target`, or None."""
+  return next((r for r in rows if r['test_accuracy'] >= target), None)
+
+
+def comparison_rows(by_alg: dict[str, list[dict]], summaries: list[dict],
+                    target: float) -> list[dict]:
+  """Per algorithm: final accuracy, compression, FLOPs, and the bytes to reach `target` and total.
+
+  Bytes are cumulative over the run's rows, so they include the work before round 1 (AutoFLIP's
+  exploration, PruneFL's initial pruning). `*_to_target` are None when `target` is not reached.
+  """
+  out = []
+  for s in summaries:
+    rows = by_alg[s['algorithm']]
+    hit = reach_target(rows, target)
+    out.append(dict(
+        algorithm=s['algorithm'], final_accuracy=s['test_accuracy'],
+        kept_params=s['kept_params'], total_params=s['total_params'],
+        compression=s['compression'], flops_per_example=s['flops_per_example'],
+        flops_dense=s['flops_dense'], target_accuracy=target,
+        target_round=hit['round'] if hit else None,
+        bytes_up_to_target=hit['cum_bytes_up'] if hit else None,
+        bytes_down_to_target=hit['cum_bytes_down'] if hit else None,
+        bytes_up_total=rows[-1]['cum_bytes_up'], bytes_down_total=rows[-1]['cum_bytes_down']))
+  return out
+
+
+def _markdown(header: list[str], lines: list[list[str]]) -> str:
+  widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(header)]
+  fmt_line = lambda cells: '| ' + ' | '.join(c.ljust(w) for c, w in zip(cells, widths)) + ' |'
+  out = [fmt_line(header), '|' + '|'.join('-' * (w + 2) for w in widths) + '|']
+  return '\n'.join(out + [fmt_line(l) for l in lines])
+
+
+def comparison_table(rows: list[dict]) -> str:
+  """The comparison as one Markdown table ('not reached' where the target was not reached)."""
+  if not rows:
+    return ''
+  target = rows[0]['target_accuracy']
+  header = ['algorithm', 'final acc', 'kept/total params', 'compression', 'FLOPs/ex',
+            f'round to {target:.2f}', f'up to {target:.2f}', f'down to {target:.2f}',
+            'up total', 'down total']
+  reached = lambda r, key, fmt: fmt(r[key]) if r['target_round'] is not None else 'not reached'
+  lines = [[r['algorithm'], f"{r['final_accuracy']:.4f}",
+            f"{r['kept_params']:,}/{r['total_params']:,}", f"{r['compression']:.2f}x",
+            human_count(r['flops_per_example']), reached(r, 'target_round', str),
+            reached(r, 'bytes_up_to_target', human_bytes),
+            reached(r, 'bytes_down_to_target', human_bytes),
+            human_bytes(r['bytes_up_total']), human_bytes(r['bytes_down_total'])]
+           for r in rows]
+  return _markdown(header, lines)
+
+
+def plot_tradeoff(rows: list[dict], out_dir: str) -> str:
+  """Final accuracy against compression, one labelled point per algorithm; returns the path."""
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for r in rows:
+    ax.scatter(r['compression'], r['final_accuracy'], s=40)
+    ax.annotate(r['algorithm'], (r['compression'], r['final_accuracy']),
+                textcoords='offset points', xytext=(5, 4), fontsize=9)
+  ax.set_xlabel('compression (total / kept parameters)')
+  ax.set_ylabel('final test accuracy')
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  path = os.path.join(out_dir, 'accuracy_vs_compression.png')
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def write_comparison(workdir: str, summaries: list[dict], target: float) -> list[str]:
+  """`comparison.md`, `comparison.json` and the three plots in `workdir`; returns the paths."""
+  rows = comparison_rows(read_metrics(os.path.join(workdir, 'metrics.jsonl')), summaries, target)
+  paths = [os.path.join(workdir, 'comparison.md'), os.path.join(workdir, 'comparison.json')]
+  with open(paths[0], 'w') as f:
+    f.write(comparison_table(rows) + '\n')
+  with open(paths[1], 'w') as f:
+    json.dump({'target_accuracy': target, 'rows': rows}, f, indent=2)
+  paths += plot_metrics(os.path.join(workdir, 'metrics.jsonl'), workdir)
+  return paths + [plot_tradeoff(rows, workdir)]

@@ -118,8 +118,12 @@ def cost_fields(params0, mask, positions) -> dict:
 
 
 def run_algorithm(name: str, config, *, model, params0, pack, dataset, positions, rng,
-                  writer: MetricsWriter, ckpt: checkpoint.Checkpointer) -> dict:
-  """Runs (or resumes) one algorithm for `config.num_rounds` rounds; returns its summary row."""
+                  writer: MetricsWriter, ckpt: checkpoint.Checkpointer,
+                  previous: dict | None = None) -> dict:
+  """Runs (or resumes) one algorithm for `config.num_rounds` rounds; returns its summary row.
+
+  `previous`: {name: summary row} of the algorithms run before it, for `algorithms.init`.
+  """
   apply_fn = lambda p, x: model.apply({'params': p}, x)
   units = model.units()
   evaluate = make_eval_fn(apply_fn, config.eval_batch_size)
@@ -128,7 +132,7 @@ def run_algorithm(name: str, config, *, model, params0, pack, dataset, positions
   start_round = ckpt.latest_round()
   if start_round is None:
     init = algorithms.init(name, params0, config=config, apply_fn=apply_fn, units=units,
-                           pack=pack, rng=jax.random.fold_in(rng, 2))
+                           pack=pack, rng=jax.random.fold_in(rng, 2), previous=previous)
     if init.info:
       logging.info('[%s] exploration: %s in %.1f s', name, init.info, init.seconds)
     state = federated.ServerState(jax.tree.map(jnp.array, params0), init.mask, jnp.int32(0))
@@ -265,7 +269,7 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
     try:
       rows.append(run_algorithm(name, config, model=model, params0=params0, pack=pack,
                                 dataset=dataset, positions=positions, rng=rng, writer=writer,
-                                ckpt=ckpt))
+                                ckpt=ckpt, previous={r['algorithm']: r for r in rows}))
     finally:
       ckpt.close()
     progress[name] = rows[-1]

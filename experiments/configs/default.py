@@ -15,7 +15,8 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  # What to run: 'autoflip', 'fedavg', or both side by side as 'autoflip,fedavg'.
+  # What to run, in order, on the same seed, data split, θ0 and cohorts: any comma-separated
+  # list of autoflip, fedavg, prunefl, eflprune, random, magnitude (docs/baselines.md).
   config.algorithm = 'autoflip,fedavg'
   config.model = 'cnn'
   config.model_config = ml_collections.ConfigDict({'channels': (32, 64), 'hidden': 512})
@@ -55,6 +56,21 @@ def get_config() -> ml_collections.ConfigDict:
   config.guidance_per_round = False  # rebuild the mask each round from the cohort's explorations
   config.structured_threshold = 1.0  # remove a unit once this share of its inputs is pruned
   config.structured_tp = 0.0        # also remove units below this quantile of unit guidance
+
+  # Baselines (docs/baselines.md, autoflip_jax/baselines/).
+  # random / magnitude controls: kernel sparsity; 0 = exactly AutoFLIP's kept kernel count
+  # (from the autoflip run earlier in the list, else from running its exploration).
+  config.control_sparsity = 0.0
+  # PruneFL: reconfigure every this many rounds (theirs 50; ours shorter for short runs), and
+  # during initial pruning after this many passes over the sample.
+  config.prunefl_interval = 5
+  config.prunefl_init_examples = 200  # initial pruning: one client's first examples (theirs 200)
+  config.prunefl_init_steps = 5       # initial pruning: reconfigurations (0 = no initial pruning)
+  # EFLPrune: prune this share of each layer's units, by unit L1 norm, reaching it linearly over
+  # eflprune_steps selections: before round 1, then after every eflprune_interval rounds.
+  config.eflprune_rate = 0.5
+  config.eflprune_interval = 5
+  config.eflprune_steps = 3
 
   # Engine: the cohort is trained in chunks of this many clients (vmap inside a chunk, a scan
   # over chunks); 0 trains the whole cohort in one vmap. Results do not depend on it.
