@@ -65,6 +65,12 @@ def validate_config(config) -> None:
   _int(config, 'eval_batch_size', 1)
   _int(config, 'checkpoint_every', 1)
   _int(config, 'clients_per_chunk', 0, config.clients_per_round)
+  _int(config, 'mesh_devices', 1)
+  for field in ('clients_per_round', 'clients_per_chunk'):
+    if config[field] % config.mesh_devices:
+      raise ValueError(f'config.{field}={config[field]} must be a multiple of '
+                       f'config.mesh_devices={config.mesh_devices}: the cohort is split evenly '
+                       f'over the devices')
   if config.clients_per_chunk and config.clients_per_round % config.clients_per_chunk:
     raise ValueError(f'config.clients_per_chunk={config.clients_per_chunk} must divide '
                      f'config.clients_per_round={config.clients_per_round} (0: the whole cohort)')

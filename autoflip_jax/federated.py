@@ -42,7 +42,7 @@ class RoundMetrics(NamedTuple):
   client_loss: jax.Array    # [clients] mean local training loss per client
   num_examples: jax.Array   # int32 total real examples in the cohort
   grad_sq: PyTree = ()      # with track_grad_sq: example-weighted mean of the clients' sums of
-                            # squared gradients over their local steps (PruneFL's importance)
+                            # squared dense gradients over their local steps (PruneFL)
 
 
 def example_weights(num_examples: jax.Array) -> jax.Array:

@@ -38,7 +38,7 @@ class TrainOutput(NamedTuple):
   last_loss: jax.Array    # mean training loss of the last epoch run
   epochs_run: jax.Array   # int32; < epochs when early stopping fired
   deviation: PyTree       # sum over epochs of (params_e - params_0)^2 if tracked, else ()
-  grad_sq: PyTree = ()    # sum over steps of the squared (masked) gradients if tracked, else ()
+  grad_sq: PyTree = ()    # sum over steps of the squared (unmasked) gradients if tracked, else ()
 
 
 def make_optimizer(name: str, learning_rate) -> optax.GradientTransformation:
@@ -90,16 +90,16 @@ def train(params: PyTree, mask: PyTree, data: ClientData, key: jax.Array, *,
   def step(carry, batch_data):
     p, opt_state, gsq = carry
     x, y, v = batch_data
-    (_, (total, n)), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, x, y, v)
-    grads = apply_mask(grads, mask)
+    (_, (total, n)), dense_grads = jax.value_and_grad(loss_fn, has_aux=True)(p, x, y, v)
+    grads = apply_mask(dense_grads, mask)
     updates, new_opt_state = tx.update(grads, opt_state, p)
     new_p = apply_mask(optax.apply_updates(p, updates), mask)
     has_data = n > 0
     keep = lambda new, old: jnp.where(has_data, new, old)
     p = jax.tree.map(keep, new_p, p)
     opt_state = jax.tree.map(keep, new_opt_state, opt_state)
-    if track_grad_sq:  # an empty step's gradient is 0
-      gsq = jax.tree.map(lambda a, g: a + jnp.square(g), gsq, grads)
+    if track_grad_sq:  # dense: a pruned weight's gradient says what regrowing it would buy
+      gsq = jax.tree.map(lambda a, g: a + jnp.square(g), gsq, dense_grads)
     return (p, opt_state, gsq), (total, n)
 
   def run_epoch(state):

@@ -88,11 +88,12 @@ class MetricsWriter:
       f.write(json.dumps(row) + '\n')
 
 
-def make_packer(dataset, batch_size: int):
+def make_packer(dataset, batch_size: int, mesh=None):
   """Returns `pack(ids) -> (ClientData, num_examples)`: those clients' padded device arrays.
 
   Only the clients asked for are packed (a round's cohort, the explorers), so host and device
-  memory grow with the cohort, not with the federation. The number of steps is fixed by the
+  memory grow with the cohort, not with the federation. With a `mesh` the client axis is split
+  over its devices. The number of steps is fixed by the
   largest client of the whole dataset, so every round has the same shapes and compiles once.
   """
   steps = data_lib.steps_for(dataset.client_sizes, batch_size)
@@ -100,8 +101,8 @@ def make_packer(dataset, batch_size: int):
   def pack(ids):
     b = data_lib.pack_clients([dataset.client_x[i] for i in ids],
                               [dataset.client_y[i] for i in ids], batch_size, steps)
-    return local.ClientData(jnp.asarray(b.x), jnp.asarray(b.y), jnp.asarray(b.valid)), \
-        jnp.asarray(b.num_examples)
+    return federated.shard_clients(
+        (local.ClientData(b.x, b.y, b.valid), np.asarray(b.num_examples)), mesh)
   return pack
 
 
@@ -119,7 +120,7 @@ def cost_fields(params0, mask, positions) -> dict:
 
 def run_algorithm(name: str, config, *, model, params0, pack, dataset, positions, rng,
                   writer: MetricsWriter, ckpt: checkpoint.Checkpointer,
-                  previous: dict | None = None) -> dict:
+                  previous: dict | None = None, mesh=None) -> dict:
   """Runs (or resumes) one algorithm for `config.num_rounds` rounds; returns its summary row.
 
   `previous`: {name: summary row} of the algorithms run before it, for `algorithms.init`.
@@ -159,6 +160,8 @@ def run_algorithm(name: str, config, *, model, params0, pack, dataset, positions
     writer.reset(name, start_round)
     logging.info('[%s] resumed from the checkpoint of round %d', name, start_round)
 
+  state = federated.ServerState(federated.replicate(state.params, mesh),
+                                federated.replicate(state.mask, mesh), state.round)
   round_fn = federated.make_round_fn(apply_fn, optimizer=config.optimizer,
                                      local_epochs=config.local_epochs, mask_fn=hooks.mask_fn,
                                      clients_per_chunk=config.clients_per_chunk,
@@ -174,8 +177,8 @@ def run_algorithm(name: str, config, *, model, params0, pack, dataset, positions
     ids = sample_clients(config.seed, r, config.num_clients, config.clients_per_round)
     batch, num_examples = pack(ids)
     lr = config.learning_rate * config.lr_decay ** (r - 1)
-    state, met = round_fn(state, batch, num_examples, jnp.asarray(ids), train_rng,
-                          jnp.float32(lr), init.aux)
+    state, met = round_fn(state, batch, num_examples, federated.shard_clients(ids, mesh),
+                          train_rng, jnp.float32(lr), init.aux)
     train_loss = float(met.train_loss)
     if not np.isfinite(train_loss):
       bad = [int(ids[i]) for i, l in enumerate(np.asarray(met.client_loss)) if not np.isfinite(l)]
@@ -209,11 +212,11 @@ def run_algorithm(name: str, config, *, model, params0, pack, dataset, positions
       report.plot_metrics(writer.path, os.path.dirname(writer.path))
     done = r - start_round
     eta = (time.time() - start) / done * (config.num_rounds - r)
-    logging.info('[%s] round %d/%d  acc %.4f  train_loss %.4f  kept %d/%d (%.2fx)  '
-                 'up %s down %s  %.2f s/round  ETA %.0f s', name, r, config.num_rounds,
-                 totals['acc'], train_loss, fields['kept_params'], total, fields['compression'],
-                 report.human_bytes(up), report.human_bytes(down),
-                 (time.time() - start) / done, eta)
+    logging.info('[%s] round %d/%d  acc %.4f  train_loss %.4f  kept %d/%d (sparsity %.1f%%, '
+                 '%.2fx)  up %s down %s  %.2f rounds/s  ETA %.0f s', name, r, config.num_rounds,
+                 totals['acc'], train_loss, fields['kept_params'], total,
+                 100 * fields['sparsity'], fields['compression'], report.human_bytes(up),
+                 report.human_bytes(down), done / (time.time() - start), eta)
   summary = dict(algorithm=name, test_accuracy=totals['acc'],
                  **cost_fields(params0, state.mask, positions),
                  bytes_up_total=totals['cum_up'], bytes_down_total=totals['cum_down'],
@@ -253,7 +256,8 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
   rng = jax.random.key(config.seed)
   params0 = model.init(jax.random.fold_in(rng, 0),
                        jnp.zeros((1,) + dataset.input_shape, dataset.test_x.dtype))['params']
-  pack = make_packer(dataset, config.batch_size)
+  mesh = federated.client_mesh(config.mesh_devices)
+  pack = make_packer(dataset, config.batch_size, mesh)
   positions = accounting.kernel_positions(model.apply, params0, dataset.input_shape,
                                           dataset.test_x.dtype)
   writer = MetricsWriter(os.path.join(workdir, 'metrics.jsonl'))
@@ -269,7 +273,8 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
     try:
       rows.append(run_algorithm(name, config, model=model, params0=params0, pack=pack,
                                 dataset=dataset, positions=positions, rng=rng, writer=writer,
-                                ckpt=ckpt, previous={r['algorithm']: r for r in rows}))
+                                ckpt=ckpt, previous={r['algorithm']: r for r in rows},
+                                mesh=mesh))
     finally:
       ckpt.close()
     progress[name] = rows[-1]

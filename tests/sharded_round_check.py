@@ -45,3 +45,23 @@ pruned = [np.asarray(p)[~np.asarray(m)] for p, m in
           zip(jax.tree.leaves(sharded.params), jax.tree.leaves(sharded.mask))]
 assert all(np.all(p == 0) for p in pruned)
 print('OK', diff)
+
+# The whole run: the same config on 1 device and with the cohort split over 8.
+import json, sys, tempfile  # noqa: E401,E402
+sys.path.insert(0, '.')
+from autoflip_jax import train  # noqa: E402
+from tests.helpers import tiny_config  # noqa: E402
+
+runs = []
+for devices in (1, 8):
+  workdir = tempfile.mkdtemp()
+  train.train_and_evaluate(tiny_config(num_clients=8, clients_per_round=8, mesh_devices=devices),
+                           workdir)
+  with open(f'{workdir}/metrics.jsonl') as f:
+    runs.append([json.loads(line) for line in f])
+for a, b in zip(*runs):
+  assert (a['algorithm'], a['round'], a['kept_params'], a['bytes_up']) == (
+      b['algorithm'], b['round'], b['kept_params'], b['bytes_up'])
+  assert abs(a['test_loss'] - b['test_loss']) < 1e-4, (a, b)
+  assert abs(a['test_accuracy'] - b['test_accuracy']) <= 0.002, (a, b)
+print('RUN OK')

@@ -210,3 +210,20 @@ def test_make_optimizer():
   assert isinstance(local.make_optimizer('sgd', 1e-3), optax.GradientTransformation)
   with pytest.raises(ValueError, match='config.optimizer'):
     local.make_optimizer('bogus', 1e-3)
+
+
+def test_grad_sq_covers_pruned_weights(params):
+  """PruneFL's importance: the squared gradient at the masked point, for pruned weights too, so
+  they can regrow; with lr 0 and one step it is exactly the dense gradient squared."""
+  data = _single_step_client()
+  mask = jax.tree.map(lambda p: np.arange(p.size).reshape(p.shape) % 3 != 0, params)
+  train = jax.jit(functools.partial(local.train, apply_fn=apply_fn, optimizer='sgd', epochs=1,
+                                    track_grad_sq=True))
+  out = train(params, mask, data, jax.random.PRNGKey(0), learning_rate=0.0)
+  masked_params = jax.tree.map(lambda p, m: np.where(m, p, 0.0), params, mask)
+  v = data.valid[0]
+  grads = jax.grad(lambda p: local.cross_entropy(apply_fn, p, data.x[0], data.y[0], v)[0]
+                   / jnp.sum(v))(masked_params)
+  _assert_trees_close(out.grad_sq, jax.tree.map(jnp.square, grads), atol=1e-6)
+  kernel_gsq, kernel_mask = out.grad_sq['conv0']['kernel'], mask['conv0']['kernel']
+  assert float(jnp.sum(kernel_gsq[~kernel_mask])) > 0

@@ -1,4 +1,5 @@
-"""Multiple devices: the round with the client axis sharded over 8 host devices equals 1 device."""
+"""Multiple devices: the round, and a whole run, with the client axis split over 8 host devices
+equal the same on 1 device."""
 
 import os
 import subprocess
@@ -17,7 +18,7 @@ def test_sharded_round_equals_single_device():
   proc = subprocess.run([sys.executable, os.path.join(ROOT, 'tests', 'sharded_round_check.py')],
                         env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert proc.stdout.startswith('OK')
+  assert proc.stdout.startswith('OK') and 'RUN OK' in proc.stdout
 
 
 def test_mesh_larger_than_the_machine_is_refused():

@@ -44,11 +44,9 @@ each client's Σ_steps g², accumulated in `extra['importance']`; after every `p
 round (not after the last) the mask is reconfigured and the accumulator reset.
 
 Where we deviate, and why:
-  * Pruned weights' importance is 0 during the rounds: our engine squares the masked gradient,
-    which is 0 for pruned weights, so a weight pruned during FL never regrows (only the decrease
-    candidates can be kept back). PruneFL's sparse layers compute the dense weight gradient, so
-    its pruned weights can regrow. Reporting the unmasked squared gradient from the round would
-    remove this deviation with no change here (see docs/baselines.md).
+  * None on regrowth: `local.train` accumulates the square of the gradient at the masked point
+    before masking it (the same value for kept weights, the dense gradient for pruned ones), as
+    PruneFL's sparse layers do, so weights pruned during FL can come back at a reconfiguration.
   * Their client accumulates (Σ_steps g)² n_k; the engine gives Σ_steps g², example-weighted.
     (A common scale does not change the reconfiguration: it only compares ratios.)
   * No start-accuracy gate (ADJ_THR_ACC) and no density early stopping in initial pruning: a

@@ -75,6 +75,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Engine: the cohort is trained in chunks of this many clients (vmap inside a chunk, a scan
   # over chunks); 0 trains the whole cohort in one vmap. Results do not depend on it.
   config.clients_per_chunk = 0
+  # Devices on the mesh's `clients` axis (1: no mesh). After jax.distributed.initialize() on a
+  # pod, jax.devices() spans every host.
+  config.mesh_devices = 1
 
   config.seed = 0
   config.eval_every = 1
