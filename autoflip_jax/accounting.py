@@ -3,22 +3,37 @@
 Parameters. `total` counts every parameter; `kept` counts mask entries that are True (a removed
 unit's bias is not kept). Compression = total / kept.
 
-FLOPs per example, counting a multiply-add as 2 FLOPs and a bias add as 1, for the kernels of
-conv and dense layers (activations, pooling and the loss are not counted; XLA's own
-`cost_analysis()` of the dense forward pass is within a few percent, see the tests):
+FLOPs per example, counting a multiply-add as 2 FLOPs and a bias add as 1, for every kernel (a
+parameter whose name ends in `kernel`: conv, depthwise conv, dense, squeeze-excitation and LSTM
+input/recurrent kernels; an embedding is a lookup and costs nothing). A kernel's work per example
+is 2 x its weight count x the number of output positions it is applied at, plus its bias adds:
+  * a conv: H' x W' output positions; a depthwise conv `[kh, kw, 1, C]` the same, so it costs
+    2 kh kw C H'W' (each weight one multiply-add per position), not the dense conv's C times more;
+  * a dense layer, a squeeze-excitation layer (applied once to the pooled vector): 1 position;
+  * an LSTM layer's input and recurrent kernels: one position per time step (all 80 for
+    Shakespeare), since the scan applies both at every step. A layer's bias counts once per
+    position, however many kernels share it.
+Positions are read from the shape of the output of the module that owns the kernel
+(`kernel_positions`: everything between the batch and the feature axis). Activations,
+normalisation, pooling, residual adds, the gates' elementwise products and the loss are not
+counted. XLA's own `cost_analysis()` of the dense forward pass counts those too, so it is a few
+percent higher for the CNN and ResNet and about 13% higher for EfficientNet, whose cheap 1x1 and
+depthwise convs leave the elementwise work a larger share (tests/test_accounting.py).
   * `dense`: the unpruned model;
   * `structured`: the physically shrunk model, where a kernel keeps only the input and output
-    units that have at least one kept weight (what a user deploys without sparse kernels);
+    units that have at least one kept weight (what a user deploys without sparse kernels). This
+    is the dense count of `shrink.shrink`'s model, or slightly less where unstructured pruning
+    emptied a whole input row of a kernel whose input is not a unit (a residual-stream channel
+    into a conv, which a deployment can skip with a gather; tests/test_shrink.py);
   * `sparse`: only kept weights do work (unstructured sparsity counted as skipped). This is the
     figure reported as `flops_per_example`.
-A kernel's work per example is its weight count times the number of output positions it is
-applied at (1 for a dense layer, H'×W' for a convolution), read from the model's intermediates.
 
 Bytes per round, float32 values (4 bytes):
-  * down, per client: the kept values of the global model, plus the mask as a bitmap
-    (ceil(total / 8) bytes) whenever the client does not hold the current mask yet (the first
-    round of a fixed mask, every round when the mask is rebuilt each round). A dense model
-    (FedAvg) sends no bitmap.
+  * down, per client: the kept values of the global model, plus the mask whenever the client does
+    not hold the current mask yet (the first round of a fixed mask, every round when the mask is
+    rebuilt each round). The mask is sent in the cheaper of two encodings (`mask_bytes`): a bitmap
+    of ceil(total / 8) bytes, or the int32 index of every kept value (4 bytes each), which wins
+    only above 31/32 = 96.9% sparsity. A dense mask needs neither (FedAvg sends no mask).
   * up, per client: the kept values of its new local model (the client knows the mask).
   * exploration (AutoFLIP, once): each explorer downloads the dense θ0 and uploads its dense
     squared-deviation tensor.
@@ -36,6 +51,7 @@ from flax import traverse_util
 
 PyTree = Any
 VALUE_BYTES = 4
+INDEX_BYTES = 4
 
 
 def total_params(params: PyTree) -> int:
@@ -43,14 +59,21 @@ def total_params(params: PyTree) -> int:
 
 
 def kept_params(mask: PyTree) -> int:
-  return int(sum(int(jnp.sum(m)) for m in jax.tree.leaves(mask)))
+  return int(sum(np.count_nonzero(np.asarray(m)) for m in jax.tree.leaves(mask)))
+
+
+def is_kernel(path: tuple[str, ...]) -> bool:
+  """Kernels do multiply-adds: `kernel`, `input_kernel`, `recurrent_kernel`, ..."""
+  return path[-1].endswith('kernel')
 
 
 def kernel_positions(apply_fn, params: PyTree, input_shape: tuple[int, ...],
                      dtype=jnp.float32) -> dict:
   """{kernel path: output positions per example}, from the shapes of the modules' outputs.
 
-  `apply_fn(variables, x, **kw)` is a Flax `Module.apply`; only shapes are computed.
+  `apply_fn(variables, x, **kw)` is a Flax `Module.apply`; only shapes are computed. The owning
+  module's output `[batch, *positions, features]` gives the positions: H' x W' for a conv, 1 for
+  a dense layer, the number of time steps for an LSTM layer.
   """
   x = jax.ShapeDtypeStruct((1,) + tuple(input_shape), dtype)
   _, state = jax.eval_shape(
@@ -58,8 +81,8 @@ def kernel_positions(apply_fn, params: PyTree, input_shape: tuple[int, ...],
                             mutable=['intermediates']), params, x)
   inter = traverse_util.flatten_dict(state['intermediates'])
   positions = {}
-  for path, p in traverse_util.flatten_dict(params).items():
-    if path[-1] != 'kernel':
+  for path in traverse_util.flatten_dict(params):
+    if not is_kernel(path):
       continue
     out = inter[path[:-1] + ('__call__',)][0]
     positions[path] = int(np.prod(out.shape[1:-1]))
@@ -68,14 +91,22 @@ def kernel_positions(apply_fn, params: PyTree, input_shape: tuple[int, ...],
 
 def flops_per_example(params: PyTree, mask: PyTree | None, positions: dict,
                       mode: str = 'sparse') -> int:
-  """FLOPs of one forward pass: `dense`, `structured` or `sparse` (see module docstring)."""
+  """FLOPs of one forward pass: `dense`, `structured` or `sparse` (see module docstring).
+
+  The input-unit axis of a kernel is -2 and the output-unit axis -1 (`[.., in, out]`; a
+  depthwise kernel's input axis has size 1); every leading axis is the spatial window.
+  """
+  if mode not in ('dense', 'structured', 'sparse'):
+    raise ValueError(f'FLOPs mode {mode!r} is not one of (dense, structured, sparse)')
   flat_p = traverse_util.flatten_dict(params)
   flat_m = traverse_util.flatten_dict(mask) if mask is not None else None
   flops = 0
+  biases_counted = set()
   for path, pos in positions.items():
     kernel = flat_p[path]
     bias_path = path[:-1] + ('bias',)
-    has_bias = bias_path in flat_p
+    has_bias = bias_path in flat_p and bias_path not in biases_counted
+    biases_counted.add(bias_path)
     if mode == 'dense' or flat_m is None:
       weights, outputs = int(np.prod(kernel.shape)), kernel.shape[-1]
     else:
@@ -84,13 +115,10 @@ def flops_per_example(params: PyTree, mask: PyTree | None, positions: dict,
       outputs = int(out_alive.sum())
       if mode == 'sparse':
         weights = int(m.sum())
-      elif mode == 'structured':
-        # Input units with any kept weight (the input-channel / input-feature axis is -2).
+      else:
         in_alive = np.moveaxis(m, -2, 0).reshape(m.shape[-2], -1).any(axis=1)
         window = int(np.prod(m.shape[:-2]))
         weights = window * int(in_alive.sum()) * outputs
-      else:
-        raise ValueError(f'FLOPs mode {mode!r} is not one of (dense, structured, sparse)')
     flops += pos * (2 * weights + (outputs if has_bias else 0))
   return flops
 
@@ -99,9 +127,22 @@ def mask_bitmap_bytes(total: int) -> int:
   return math.ceil(total / 8)
 
 
+def mask_bytes(kept: int, total: int) -> tuple[int, str]:
+  """Bytes to send a mask keeping `kept` of `total` values, and the encoding that achieves it.
+
+  `bitmap`: one bit per parameter, ceil(total / 8) bytes. `indices`: the int32 flat index of every
+  kept value, 4 kept bytes (cheaper only when kept < total / 32). `dense`: a mask that keeps
+  everything is not sent (0 bytes). Ties go to the bitmap.
+  """
+  if kept == total:
+    return 0, 'dense'
+  bitmap, indices = mask_bitmap_bytes(total), kept * INDEX_BYTES
+  return (indices, 'indices') if indices < bitmap else (bitmap, 'bitmap')
+
+
 def round_bytes(kept: int, total: int, clients: int, send_mask: bool) -> tuple[int, int]:
   """(bytes up, bytes down) of one round for `clients` sampled clients."""
-  down = kept * VALUE_BYTES + (mask_bitmap_bytes(total) if send_mask else 0)
+  down = kept * VALUE_BYTES + (mask_bytes(kept, total)[0] if send_mask else 0)
   up = kept * VALUE_BYTES
   return clients * up, clients * down
 

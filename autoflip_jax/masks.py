@@ -14,7 +14,8 @@ The hybrid rule, in two stages:
    with the same rule; we do not): they go only with their unit.
 2. Structured. Each declared unit (conv filter, dense neuron, recurrent unit; see
    `models/units.py`) is removed when the share of its incoming weights pruned in stage 1 reaches
-   `structured_threshold` (1.0: only units with every incoming weight pruned), or, when
+   `structured_threshold` (1.0: only units with every incoming weight pruned; for an LSTM unit the
+   incoming weights are its four gate columns in the input and the recurrent kernel), or, when
    `structured_tp > 0`, also when its mean guidance is below the `structured_tp`-quantile of the
    unit scores of its layer. Removing a unit prunes its incoming kernel slice, its bias (and any
    other per-unit parameter) and the matching input slice of every consumer layer, so a shrunk
@@ -22,16 +23,20 @@ The hybrid rule, in two stages:
    so a unit left without live inputs by an earlier removal is itself removed. The classifier's
    outputs are never units, so no class is ever removed.
 
-Everything here is `jnp` without data-dependent Python control flow, so the mask can be rebuilt
-inside the jitted round (`guidance_per_round`).
+Everything that builds a mask is `jnp` without data-dependent Python control flow, so the mask
+can be rebuilt inside the jitted round (`guidance_per_round`); `apply_mask` and `normalize` are
+jitted so that an eager call compiles one program, not one per leaf and op (`unit_counts`, which
+returns Python ints, reads the mask with numpy).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import traverse_util
 
 from autoflip_jax.models.units import Unit
@@ -49,11 +54,13 @@ def ones_mask(params: PyTree) -> PyTree:
   return jax.tree.map(lambda p: jnp.ones(p.shape, bool), params)
 
 
+@jax.jit
 def apply_mask(tree: PyTree, mask: PyTree) -> PyTree:
   """Zeroes every masked-out entry. Exact zeros, whatever was there (also NaN or inf)."""
   return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), tree, mask)
 
 
+@functools.partial(jax.jit, static_argnames='method')
 def normalize(guidance: PyTree, method: str = 'minmax') -> PyTree:
   """Per-tensor normalisation of the guidance (AUTOFLIP.md §1).
 
@@ -90,7 +97,7 @@ def unstructured_mask(guidance: PyTree, tp: float) -> PyTree:
 
 
 def _unit_expand(keep_u: jax.Array, size: int) -> jax.Array:
-  """Unit keep-flags to an input axis of `size` = repeat * units (HWC flatten: i -> i % units)."""
+  """Unit keep-flags to an axis of `size` = repeat * units: index i belongs to unit i % units."""
   return jnp.tile(keep_u, size // keep_u.shape[0])
 
 
@@ -100,25 +107,40 @@ def _along(flags: jax.Array, ndim: int, axis: int) -> jax.Array:
   return flags.reshape(shape)
 
 
+def _per_unit_sum(x: jax.Array, groups: int) -> jax.Array:
+  """Sums a producer kernel (or its guidance) over every axis but the unit: `[units]`."""
+  return jnp.sum(x.reshape(-1, groups, x.shape[-1] // groups), axis=(0, 1))
+
+
+def _num_units(flat, unit: Unit) -> int:
+  return flat[unit.kernel].shape[-1] // unit.groups
+
+
 def structured_mask(mask: PyTree, units: Sequence[Unit], structured_threshold: float = 1.0,
                     guidance: PyTree | None = None, structured_tp: float = 0.0) -> PyTree:
-  """Stage 2: removes whole units and everything that belongs to them (see module docstring)."""
+  """Stage 2: removes whole units and everything that belongs to them (see module docstring).
+
+  A unit's pruned share and its guidance score are taken over all its incoming weights: its
+  slices of every producer kernel (`Unit.kernels`; for an LSTM unit, its four gate columns in both
+  the input and the recurrent kernel).
+  """
   flat = dict(traverse_util.flatten_dict(mask))
   flat_g = traverse_util.flatten_dict(guidance) if guidance is not None else None
   for unit in units:
-    kernel = flat[unit.kernel]
-    reduce_axes = tuple(range(kernel.ndim - 1))
-    pruned_share = 1.0 - jnp.mean(kernel.astype(jnp.float32), axis=reduce_axes)
-    remove = pruned_share >= structured_threshold
+    kernels = [flat[p] for p in unit.kernels]
+    kept = sum(_per_unit_sum(k.astype(jnp.float32), unit.groups) for k in kernels)
+    count = sum(k.size // k.shape[-1] * unit.groups for k in kernels)
+    remove = 1.0 - kept / count >= structured_threshold
     if structured_tp > 0:
       if flat_g is None:
         raise ValueError('structured_tp needs the guidance')
-      score = jnp.mean(flat_g[unit.kernel], axis=reduce_axes)
+      score = sum(_per_unit_sum(flat_g[p], unit.groups) for p in unit.kernels) / count
       remove = remove | (score < jnp.quantile(score, structured_tp))
     keep_u = ~remove  # [units]
-    flat[unit.kernel] = kernel & _along(keep_u, kernel.ndim, kernel.ndim - 1)
+    for path, k in zip(unit.kernels, kernels):
+      flat[path] = k & _along(_unit_expand(keep_u, k.shape[-1]), k.ndim, k.ndim - 1)
     for path in unit.extras:
-      flat[path] = flat[path] & keep_u
+      flat[path] = flat[path] & _unit_expand(keep_u, flat[path].shape[0])
     for path, axis in unit.consumers:
       consumer = flat[path]
       keep_in = _unit_expand(keep_u, consumer.shape[axis])
@@ -135,10 +157,12 @@ def hybrid_mask(guidance: PyTree, tp: float, units: Sequence[Unit],
 
 def unit_counts(mask: PyTree, units: Sequence[Unit]) -> dict[str, tuple[int, int]]:
   """{unit layer name: (kept units, total units)}: a unit is kept while any incoming weight is."""
-  flat = traverse_util.flatten_dict(mask)
+  flat = {k: np.asarray(v) for k, v in traverse_util.flatten_dict(mask).items()}
   out = {}
   for unit in units:
-    kernel = flat[unit.kernel]
-    alive = jnp.any(kernel, axis=tuple(range(kernel.ndim - 1)))
-    out[unit.name] = (int(jnp.sum(alive)), int(alive.shape[0]))
+    n = _num_units(flat, unit)
+    alive = np.zeros(n, bool)
+    for path in unit.kernels:
+      alive |= flat[path].reshape(-1, unit.groups, n).any(axis=(0, 1))
+    out[unit.name] = (int(alive.sum()), n)
   return out

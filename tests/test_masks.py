@@ -9,6 +9,7 @@ import pytest
 
 from autoflip_jax import masks
 from autoflip_jax.models.cnn import CNN
+from autoflip_jax.models.lstm import LSTM
 
 # A tiny CNN: 12x12x1 -> conv0 (5,5,1,2) -> 6x6 -> conv1 (5,5,2,3) -> 3x3x3 = 27 -> dense0 (27,4)
 # -> head (4,3).
@@ -274,3 +275,89 @@ def test_unit_counts_numbers():
   assert masks.unit_counts(m, UNITS) == {'conv0': (2, 2), 'conv1': (3, 3), 'dense0': (2, 4)}
   m['conv1']['kernel'][:] = False
   assert masks.unit_counts(m, UNITS) == {'conv0': (2, 2), 'conv1': (0, 3), 'dense0': (2, 4)}
+
+
+# --- Generalised units: several producer kernels, fused gates (LSTM) --------------------------
+
+# LSTM(vocab 5, embed 3, hidden (2, 2), 3 classes). A unit u of layer l owns gate columns
+# {u, 2 + u, 4 + u, 6 + u} of both kernels and the bias, recurrent row u and the next input row u.
+LSTM_MODEL = LSTM(num_classes=3, vocab_size=5, embed=3, hidden=(2, 2))
+LSTM_UNITS = LSTM_MODEL.units()
+LSTM_SHAPES = {'embed': {'embedding': (5, 3)},
+               'lstm0': {'input_kernel': (3, 8), 'recurrent_kernel': (2, 8), 'bias': (8,)},
+               'lstm1': {'input_kernel': (2, 8), 'recurrent_kernel': (2, 8), 'bias': (8,)},
+               'head': {'kernel': (2, 3), 'bias': (3,)}}
+
+
+def _lstm_ones():
+  return jax.tree.map(lambda s: np.ones(s, bool), LSTM_SHAPES,
+                      is_leaf=lambda s: isinstance(s, tuple))
+
+
+def test_lstm_tree_matches_the_model():
+  params = jax.eval_shape(LSTM_MODEL.init, jax.random.PRNGKey(0),
+                          jnp.zeros((1, 4), jnp.int32))['params']
+  assert jax.tree.map(lambda p: p.shape, params) == LSTM_SHAPES
+  assert [(u.name, u.groups) for u in LSTM_UNITS] == [('lstm0', 4), ('lstm1', 4)]
+
+
+def test_structured_removes_an_lstm_unit_with_its_gates_rows_and_bias():
+  m = _lstm_ones()
+  gates_of_1 = [1, 3, 5, 7]
+  m['lstm0']['input_kernel'][:, gates_of_1] = False
+  m['lstm0']['recurrent_kernel'][:, gates_of_1] = False
+  out = _np(masks.structured_mask(m, LSTM_UNITS))
+  np.testing.assert_array_equal(out['lstm0']['bias'], [True, False] * 4)
+  np.testing.assert_array_equal(out['lstm0']['recurrent_kernel'][1], False)   # row 1
+  np.testing.assert_array_equal(out['lstm0']['recurrent_kernel'][0, [0, 2, 4, 6]], True)
+  np.testing.assert_array_equal(out['lstm1']['input_kernel'][1], False)       # next layer row 1
+  np.testing.assert_array_equal(out['lstm1']['input_kernel'][0], True)
+  np.testing.assert_array_equal(out['lstm1']['bias'], True)
+  np.testing.assert_array_equal(out['head']['kernel'], True)
+  assert masks.unit_counts(out, LSTM_UNITS) == {'lstm0': (1, 2), 'lstm1': (2, 2)}
+  # The last layer's unit takes the head's input row with it; classes stay.
+  m = _lstm_ones()
+  m['lstm1']['input_kernel'][:, [0, 2, 4, 6]] = False
+  m['lstm1']['recurrent_kernel'][:, [0, 2, 4, 6]] = False
+  out = _np(masks.structured_mask(m, LSTM_UNITS))
+  np.testing.assert_array_equal(out['head']['kernel'][0], False)
+  np.testing.assert_array_equal(out['head']['kernel'][1], True)
+  np.testing.assert_array_equal(out['head']['bias'], True)
+  np.testing.assert_array_equal(out['lstm1']['recurrent_kernel'][0], False)
+
+
+def test_lstm_unit_share_counts_both_kernels():
+  # Unit 1 of lstm0 owns 3 x 4 = 12 input-kernel and 2 x 4 = 8 recurrent weights. Pruning only
+  # its input columns leaves 8 of 20: share 0.6. Pruning one gate column in both leaves it alive.
+  m = _lstm_ones()
+  m['lstm0']['input_kernel'][:, [1, 3, 5, 7]] = False
+  assert _np(masks.structured_mask(m, LSTM_UNITS))['lstm0']['bias'].all()
+  assert _np(masks.structured_mask(m, LSTM_UNITS, structured_threshold=0.61))['lstm0'][
+      'bias'].all()
+  out = _np(masks.structured_mask(m, LSTM_UNITS, structured_threshold=0.6))
+  np.testing.assert_array_equal(out['lstm0']['bias'], [True, False] * 4)
+  # unit_counts: alive while any of its gate columns in either kernel is.
+  assert masks.unit_counts(m, LSTM_UNITS)['lstm0'] == (2, 2)
+  m['lstm0']['recurrent_kernel'][:, [1, 3, 5, 7]] = False
+  m['lstm0']['recurrent_kernel'][1, 5] = True               # gate g, unit 1: one live weight
+  assert masks.unit_counts(m, LSTM_UNITS)['lstm0'] == (2, 2)
+  m['lstm0']['recurrent_kernel'][1, 5] = False
+  assert masks.unit_counts(m, LSTM_UNITS)['lstm0'] == (1, 2)
+
+
+def test_lstm_structured_tp_scores_a_unit_over_all_its_gates():
+  g = jax.tree.map(lambda s: np.zeros(s, np.float32), LSTM_SHAPES,
+                   is_leaf=lambda s: isinstance(s, tuple))
+  # Unit 0 of lstm0: high guidance on its input gates only; unit 1: medium everywhere.
+  g['lstm0']['input_kernel'][:, [0, 2, 4, 6]] = 1.0        # 12 of 20 weights at 1: mean 0.6
+  g['lstm0']['input_kernel'][:, [1, 3, 5, 7]] = 0.5
+  g['lstm0']['recurrent_kernel'][:, [1, 3, 5, 7]] = 0.5    # mean 0.5
+  g['lstm1']['input_kernel'][:] = 0.3
+  g['lstm1']['recurrent_kernel'][:, [0, 2, 4, 6]] = 0.9    # lstm1 unit 0 scores higher
+  out = _np(masks.structured_mask(_lstm_ones(), LSTM_UNITS, guidance=g, structured_tp=0.5))
+  np.testing.assert_array_equal(out['lstm0']['bias'], [True, False] * 4)
+  np.testing.assert_array_equal(out['lstm1']['bias'], [True, False] * 4)
+  np.testing.assert_array_equal(out['head']['kernel'][1], False)
+  jitted = _np(jax.jit(lambda g: masks.hybrid_mask(g, 0.2, LSTM_UNITS, structured_tp=0.5))(g))
+  eager = _np(masks.hybrid_mask(g, 0.2, LSTM_UNITS, structured_tp=0.5))
+  jax.tree.map(np.testing.assert_array_equal, jitted, eager)

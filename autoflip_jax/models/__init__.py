@@ -1,13 +1,30 @@
-"""Model registry: `config.model` names a Flax module that also declares its structured units."""
+"""Model registry: `config.model` names a Flax module that also declares its structured units.
+
+  cnn              the paper's six-layer CNN (MNIST, FEMNIST)           models/cnn.py
+  resnet18         CIFAR ResNet-18 with GroupNorm (CIFAR-10/100)          models/resnet.py
+  efficientnet_b3  EfficientNet-B3 with GroupNorm (CIFAR-100)             models/efficientnet.py
+  lstm             LEAF's Shakespeare next-character LSTM                 models/lstm.py
+
+Sizes come from `config.model_config` (a ConfigDict or dict); every field has the paper's value
+as default, so `model_config` only names what a config changes:
+  cnn:             channels (32, 64), hidden 512
+  resnet18:        width 64, norm_groups 2
+  efficientnet_b3: width_mult 1.2, depth_mult 1.4, norm_groups 2
+  lstm:            embed 8, hidden (256, 256), vocab_size = num_classes
+Every image model takes any `[batch, H, W, C]` input; the LSTM takes token ids `[batch, time]`.
+"""
 
 from __future__ import annotations
 
 import flax.linen as nn
 
 from autoflip_jax.models.cnn import CNN
+from autoflip_jax.models.efficientnet import EfficientNet
+from autoflip_jax.models.lstm import LSTM
+from autoflip_jax.models.resnet import ResNet18
 from autoflip_jax.models.units import Unit, get_path
 
-MODELS = ('cnn',)
+MODELS = ('cnn', 'resnet18', 'efficientnet_b3', 'lstm')
 
 
 def validate(config) -> None:
@@ -18,10 +35,21 @@ def validate(config) -> None:
 def get_model(config, num_classes: int) -> nn.Module:
   """Builds `config.model` for `num_classes` outputs, sized by `config.model_config`."""
   validate(config)
-  mc = config.get('model_config', {}) if hasattr(config, 'get') else {}
+  mc = config.get('model_config', None) if hasattr(config, 'get') else None
+  mc = mc if mc is not None else {}
   if config.model == 'cnn':
     return CNN(num_classes=num_classes, channels=tuple(mc.get('channels', (32, 64))),
                hidden=int(mc.get('hidden', 512)))
+  if config.model == 'resnet18':
+    return ResNet18(num_classes=num_classes, width=int(mc.get('width', 64)),
+                    norm_groups=int(mc.get('norm_groups', 2)))
+  if config.model == 'efficientnet_b3':
+    return EfficientNet(num_classes=num_classes, width_mult=float(mc.get('width_mult', 1.2)),
+                        depth_mult=float(mc.get('depth_mult', 1.4)),
+                        norm_groups=int(mc.get('norm_groups', 2)))
+  if config.model == 'lstm':
+    return LSTM(num_classes=num_classes, vocab_size=int(mc.get('vocab_size', num_classes)),
+                embed=int(mc.get('embed', 8)), hidden=tuple(mc.get('hidden', (256, 256))))
   raise AssertionError(config.model)
 
 

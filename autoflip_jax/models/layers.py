@@ -1,0 +1,197 @@
+"""Layers shared by the model zoo: patches convolution, depthwise convolution, group norm.
+
+Convolutions are written as image patches times a matmul (`PatchConv`) and depthwise convolutions
+as a sum of shifted slices times per-channel weights (`DepthwiseConv`). On XLA:CPU this keeps the
+federated round fast: a `lax.conv` inside `lax.scan` and `vmap`ped over clients becomes a grouped
+convolution that runs several times slower, while a patches-matmul vmaps into a plain batched
+matmul (jax-ml/jax#12868 and our measurements in the core issue). The maths is the same as
+`flax.linen.Conv` (with `feature_group_count` for the depthwise case), which the tests check.
+Kernels are stored as `[kh, kw, in, out]` like `flax.linen.Conv` (`[kh, kw, 1, channels]` for a
+depthwise one), so masks, units, accounting and checkpoints read them the same way.
+
+Shrunk models. A model built for a structured mask (`shrink.py`) carries `kept_units`: for each
+declared unit layer, the original indices of the units it still has. `kept_indices` and
+`unit_width` read them; `GroupNorm` uses them to keep normalising over the *original* groups.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+KeptUnits = tuple[tuple[str, tuple[int, ...]], ...]
+
+
+def zero_size_safe(init: Callable) -> Callable:
+  """`init`, but zeros for a shape with a zero dimension (a layer whose units were all removed),
+  where fan-based initialisers divide by zero; Flax evaluates the initialiser's shape on apply."""
+  def safe(key, shape, dtype=jnp.float32):
+    return jnp.zeros(shape, dtype) if 0 in tuple(shape) else init(key, shape, dtype)
+  return safe
+
+
+xavier = zero_size_safe(nn.initializers.xavier_uniform())
+lecun = zero_size_safe(nn.initializers.lecun_normal())
+he_fan_out = zero_size_safe(nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'))
+
+
+def kept_indices(kept_units: KeptUnits, name: str) -> tuple[int, ...] | None:
+  """Original indices of the units that unit layer `name` still has; None: all of them."""
+  return dict(kept_units).get(name)
+
+
+def unit_width(kept_units: KeptUnits, name: str, full: int) -> int:
+  """Number of units of layer `name`: `full` unless the model was shrunk."""
+  kept = kept_indices(kept_units, name)
+  return full if kept is None else len(kept)
+
+
+def _out_size(size: int, k: int, stride: int, padding: int) -> int:
+  return (size + 2 * padding - k) // stride + 1
+
+
+def _shifted(x_bhwc: jax.Array, kh: int, kw: int, padding: int, stride: int):
+  """The kh * kw shifted, strided views of the padded input, each `[b, h', w', c]`."""
+  p = padding
+  x = jnp.pad(x_bhwc, ((0, 0), (p, p), (p, p), (0, 0)))
+  h = _out_size(x_bhwc.shape[1], kh, stride, p)
+  w = _out_size(x_bhwc.shape[2], kw, stride, p)
+  return [x[:, i:i + stride * (h - 1) + 1:stride, j:j + stride * (w - 1) + 1:stride, :]
+          for i in range(kh) for j in range(kw)]
+
+
+# The layers' pure functions are jitted so that an eager call (Flax's `init` runs the forward
+# pass op by op) compiles one program per layer shape instead of one per slice and add; inside
+# an outer jit they are inlined.
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def im2col(x_bhwc: jax.Array, kh: int, kw: int, padding: int, stride: int = 1) -> jax.Array:
+  """Patches `[b, h', w', kh * kw * c]`, feature index `(i * kw + j) * c + ch`.
+
+  Built from shifted slices rather than `lax.conv_general_dilated_patches`: the slices'
+  gradient is a sum of padded copies, while the patches primitive's gradient is a convolution
+  with a one-hot kernel that costs several times the layer's own FLOPs.
+  """
+  return jnp.concatenate(_shifted(x_bhwc, kh, kw, padding, stride), axis=-1)
+
+
+@functools.partial(jax.jit, static_argnums=(2,))
+def depthwise_conv(x_bhwc: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  """Depthwise conv with kernel `[kh, kw, 1, c]`, padding (k - 1) // 2: sum of weighted views.
+
+  The views are stacked and reduced in one op rather than summed one by one: the same maths
+  with a third of the HLO ops, which matters for compile time in the federated round.
+  """
+  kh, kw, _, c = kernel.shape
+  views = jnp.stack(_shifted(x_bhwc, kh, kw, (kh - 1) // 2, stride), axis=-2)  # [b,h,w,k*k,c]
+  return jnp.sum(views * kernel.reshape(kh * kw, c), axis=-2)
+
+
+class PatchConv(nn.Module):
+  """2-D convolution as image patches (`im2col`) times a kernel matmul; symmetric zero padding."""
+  features: int
+  kernel_size: tuple[int, int] = (5, 5)
+  padding: int = 1
+  strides: int = 1
+  use_bias: bool = True
+  kernel_init: Callable = xavier
+
+  @nn.compact
+  def __call__(self, x_bhwc: jax.Array) -> jax.Array:
+    kh, kw = self.kernel_size
+    cin = x_bhwc.shape[-1]
+    kernel = self.param('kernel', self.kernel_init, (kh, kw, cin, self.features))
+    if kh == kw == 1 and self.padding == 0:
+      patches = x_bhwc[:, ::self.strides, ::self.strides, :]
+    else:
+      patches = im2col(x_bhwc, kh, kw, self.padding, self.strides)
+    y = patches @ kernel.reshape(kh * kw * cin, self.features)
+    if self.use_bias:
+      y = y + self.param('bias', nn.initializers.zeros, (self.features,))
+    return y
+
+
+class DepthwiseConv(nn.Module):
+  """Depthwise 2-D convolution (one kh x kw filter per channel), no bias.
+
+  Kernel `[kh, kw, 1, channels]` (flax's layout for `feature_group_count = channels`); computed as
+  the sum over the kh * kw shifted slices of the input times that position's per-channel weights.
+  """
+  kernel_size: tuple[int, int] = (3, 3)
+  strides: int = 1
+  kernel_init: Callable = he_fan_out
+
+  @nn.compact
+  def __call__(self, x_bhwc: jax.Array) -> jax.Array:
+    kh, kw = self.kernel_size
+    c = x_bhwc.shape[-1]
+    kernel = self.param('kernel', self.kernel_init, (kh, kw, 1, c))
+    return depthwise_conv(x_bhwc, kernel, self.strides)
+
+
+def groups_for(channels: int, num_groups: int) -> int:
+  """Groups actually used: the largest divisor of `channels` not above `num_groups`."""
+  return max(g for g in range(1, min(num_groups, max(channels, 1)) + 1) if channels % g == 0)
+
+
+class GroupNorm(nn.Module):
+  """Group normalisation (Wu & He 2018) that stays exact when channels are removed.
+
+  Each example is normalised per group of channels over the spatial axes and the group's
+  channels; then `scale` and `bias` per channel (2 parameters per channel, like BatchNorm's
+  affine). The unpruned layer has `channels` channels in contiguous groups. A shrunk layer keeps
+  only the channels `kept` (original indices) and normalises over the ORIGINAL groups, counting
+  each removed channel as the all-zero channel it is in the masked model: the group mean and
+  variance divide by the original group size. That is what makes the shrunk model compute
+  exactly what the masked model computes (a removed channel is zero before the norm because its
+  filter is pruned, and zero after it because its scale and bias are).
+  """
+  num_groups: int = 2
+  channels: int | None = None          # channels of the unpruned layer (default: the input's)
+  kept: Sequence[int] | None = None    # original indices of the channels present
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    c = x.shape[-1]
+    full = self.channels if self.channels is not None else c
+    groups = groups_for(full, self.num_groups)
+    size = full // groups
+    idx = np.arange(c) if self.kept is None else np.asarray(self.kept, np.int64)
+    if idx.shape != (c,):
+      raise ValueError(f'GroupNorm got {c} channels but {len(idx)} kept indices')
+    scale = self.param('scale', nn.initializers.ones, (c,))
+    bias = self.param('bias', nn.initializers.zeros, (c,))
+    return group_norm(x, scale, bias, tuple(int(i) for i in idx), size, groups, self.epsilon)
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6))
+def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, kept: tuple[int, ...], size: int,
+               groups: int, epsilon: float) -> jax.Array:
+  """`GroupNorm`'s maths: channel `k` of `x` is original channel `kept[k]`, in group
+  `kept[k] // size`; every group has `size` channels in the unpruned layer."""
+  c = x.shape[-1]
+  axes = tuple(range(1, x.ndim - 1))
+  if kept == tuple(range(size * groups)):
+    # The unpruned layer: contiguous groups, the usual reshape (fewer ops to compile).
+    xg = x.reshape(x.shape[:-1] + (groups, size))
+    mean = jnp.mean(xg, axes + (x.ndim,), keepdims=True)
+    d = xg - mean
+    var = jnp.mean(d * d, axes + (x.ndim,), keepdims=True)
+    return (d * jax.lax.rsqrt(var + epsilon)).reshape(x.shape) * scale + bias
+  onehot = np.eye(groups, dtype=np.float32)[np.asarray(kept, np.int64) // size].reshape(c, groups)
+  missing = size - onehot.sum(0)                                              # [groups]
+  positions = math.prod(x.shape[1:-1])
+  n = size * positions
+  shape = (x.shape[0],) + (1,) * len(axes) + (c,)
+  mean_g = jnp.sum(x, axes) @ onehot / n                                       # [b, groups]
+  d = x - (mean_g @ onehot.T).reshape(shape)
+  # Two-pass variance; a removed channel adds (0 - mean)^2 at each of its positions.
+  var_g = (jnp.sum(d * d, axes) @ onehot + missing * positions * mean_g ** 2) / n
+  inv = jax.lax.rsqrt((var_g @ onehot.T).reshape(shape) + epsilon)
+  return d * inv * scale + bias
