@@ -254,8 +254,9 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
   stats.save_client_stats(dataset, workdir)
   model = models.get_model(config, dataset.num_classes)
   rng = jax.random.key(config.seed)
-  params0 = model.init(jax.random.fold_in(rng, 0),
-                       jnp.zeros((1,) + dataset.input_shape, dataset.test_x.dtype))['params']
+  params0 = jax.jit(model.init)(
+      jax.random.fold_in(rng, 0), jnp.zeros((1,) + dataset.input_shape, dataset.test_x.dtype))
+  params0 = params0['params']
   mesh = federated.client_mesh(config.mesh_devices)
   pack = make_packer(dataset, config.batch_size, mesh)
   positions = accounting.kernel_positions(model.apply, params0, dataset.input_shape,
