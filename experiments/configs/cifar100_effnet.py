@@ -15,11 +15,11 @@ import ml_collections
 
 from experiments.configs import cifar10_resnet
 from experiments.configs import default
+from experiments.configs import mnist_paper
 
 
 def get_config(arg: str | None = None):
   config = default.get_config()
-  config.optimizer = 'adam'
   config.model = 'efficientnet_b3'
   config.model_config = ml_collections.ConfigDict(
       {'width_mult': 1.2, 'depth_mult': 1.4, 'norm_groups': 2})
@@ -28,16 +28,7 @@ def get_config(arg: str | None = None):
   config.data.alpha = 1.0
   config.num_clients = 20
   config.clients_per_round = 1      # C = 0.05 of K = 20, as the reference command
-  config.num_rounds = 200
-  config.local_epochs = 5
-  config.batch_size = 350
-  config.learning_rate = 3e-4
-  config.lr_decay = 0.99
-  config.tp = 0.3
-  config.e_exp = 150
-  config.patience = 40
-  config.c_exp = 1.0
-  config.guidance_per_round = True
+  mnist_paper.reference_schedule(config)
   config.eval_every = 10
   if arg == 'small':
     cifar10_resnet.small(config)

@@ -16,11 +16,11 @@ import ml_collections
 
 from experiments.configs import cifar10_resnet
 from experiments.configs import default
+from experiments.configs import mnist_paper
 
 
 def get_config(arg: str | None = None):
   config = default.get_config()
-  config.optimizer = 'adam'
   config.model = 'cnn'
   config.model_config = ml_collections.ConfigDict({'channels': (64, 128), 'hidden': 2048})
   config.data.name = 'femnist'
@@ -28,16 +28,7 @@ def get_config(arg: str | None = None):
   config.data.test_fraction = 0.1
   config.num_clients = 20
   config.clients_per_round = 5
-  config.num_rounds = 200
-  config.local_epochs = 5
-  config.batch_size = 350
-  config.learning_rate = 3e-4
-  config.lr_decay = 0.99
-  config.tp = 0.3
-  config.e_exp = 150
-  config.patience = 40
-  config.c_exp = 1.0
-  config.guidance_per_round = True
+  mnist_paper.reference_schedule(config)
   config.eval_every = 20
   if arg == 'small':
     cifar10_resnet.small(config)

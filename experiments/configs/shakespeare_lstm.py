@@ -21,11 +21,11 @@ MNIST-5k; it needs the same data as the full config.
 import ml_collections
 
 from experiments.configs import default
+from experiments.configs import mnist_paper
 
 
 def get_config(arg: str | None = None):
   config = default.get_config()
-  config.optimizer = 'adam'
   config.model = 'lstm'
   config.model_config = ml_collections.ConfigDict({'embed': 8, 'hidden': (256, 256)})
   config.data.name = 'shakespeare'
@@ -33,14 +33,8 @@ def get_config(arg: str | None = None):
   config.data.test_fraction = 0.1
   config.num_clients = 660
   config.clients_per_round = 10     # C = 0.016
-  config.num_rounds = 200
-  config.local_epochs = 5
-  config.batch_size = 350
-  config.learning_rate = 3e-4
-  config.lr_decay = 0.99
-  config.tp = 0.3
+  mnist_paper.reference_schedule(config)
   config.e_exp = 100
-  config.patience = 40
   config.c_exp = 0.03
   config.guidance_per_round = False
   config.eval_every = 10
