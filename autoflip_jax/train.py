@@ -135,7 +135,7 @@ def run_algorithm(name: str, config, *, model, params0, pack, dataset, positions
     init = algorithms.init(name, params0, config=config, apply_fn=apply_fn, units=units,
                            pack=pack, rng=jax.random.fold_in(rng, 2), previous=previous)
     if init.info:
-      logging.info('[%s] exploration: %s in %.1f s', name, init.info, init.seconds)
+      logging.info('[%s] before round 1: %s in %.1f s', name, init.info, init.seconds)
     state = federated.ServerState(jax.tree.map(jnp.array, params0), init.mask, jnp.int32(0))
     acc, loss = evaluate(apply_mask(state.params, init.mask), dataset.test_x, dataset.test_y)
     totals = dict(cum_up=init.bytes_up, cum_down=init.bytes_down, acc=acc, loss=loss,
