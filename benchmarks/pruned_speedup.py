@@ -20,7 +20,6 @@ EfficientNet-B3 on 32x32x3, the 256-unit Shakespeare LSTM on 80 tokens.
 from __future__ import annotations
 
 import json
-import statistics
 import time
 
 from absl import app
@@ -32,6 +31,7 @@ import numpy as np
 import optax
 
 from autoflip_jax import accounting, masks, models, shrink
+from benchmarks import timing
 
 _MODELS = flags.DEFINE_list('models', list(models.MODELS), 'Models to time.')
 _FULL = flags.DEFINE_bool('full', False, 'Paper-sized models instead of the CI-sized ones.')
@@ -53,19 +53,6 @@ SETTINGS = {
                         100),
     'lstm': ({'hidden': (32, 32)}, {}, (80,), (80,), 80),
 }
-
-
-def _time(fn, repeats: int) -> tuple[float, float]:
-  """(first call seconds, median of `repeats` later calls)."""
-  start = time.perf_counter()
-  jax.block_until_ready(fn())
-  first = time.perf_counter() - start
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return first, statistics.median(times)
 
 
 def _grad_fn(model):
@@ -100,8 +87,10 @@ def run_one(name: str, full: bool, rng: np.random.Generator) -> dict:
   grad_dense, grad_small = _grad_fn(model), _grad_fn(small.model)
   dense_params = masks.apply_mask(params, mask)  # same cost as dense: zeros are still multiplied
   small_params = jax.tree.map(jnp.asarray, small.params)
-  compile_dense, dense_s = _time(lambda: grad_dense(dense_params, x, y), _REPEATS.value)
-  compile_small, small_s = _time(lambda: grad_small(small_params, x, y), _REPEATS.value)
+  compile_dense, dense_s = timing.time_call(lambda: grad_dense(dense_params, x, y),
+                                            _REPEATS.value)
+  compile_small, small_s = timing.time_call(lambda: grad_small(small_params, x, y),
+                                            _REPEATS.value)
   units = masks.unit_counts(mask, model.units())
   return dict(
       model=name, full=full, input_shape=list(shape), batch=_BATCH.value,

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import resource
-import statistics
-import time
 
 from absl import app
 from absl import flags
@@ -27,6 +25,7 @@ import ml_collections
 import numpy as np
 
 from autoflip_jax import federated, local, masks, models
+from benchmarks import timing
 
 _CLIENTS = flags.DEFINE_integer('clients', 5, 'Clients per round.')
 _STEPS = flags.DEFINE_integer('steps', 7, 'Local steps per epoch per client.')
@@ -36,18 +35,6 @@ _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed repetitions (median reporte
 _MODEL = flags.DEFINE_string('model', 'cnn', 'Model name (models.MODELS).')
 _HIDDEN = flags.DEFINE_integer('hidden', 512, 'CNN hidden units.')
 _CHUNK = flags.DEFINE_integer('chunk', 0, 'Clients per chunk in our round (0: whole cohort).')
-
-
-def _time(fn, repeats):
-  start = time.perf_counter()
-  jax.block_until_ready(fn())
-  first = time.perf_counter() - start
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return first - statistics.median(times), statistics.median(times)
 
 
 def main(argv):
@@ -93,7 +80,8 @@ def main(argv):
   results = {}
   for name, fn in (('ours', ours), ('loop', loop),
                    ('central', lambda: central_fn(params, central_data, key))):
-    compile_s, run_s = _time(fn, _REPEATS.value)
+    first, run_s = timing.time_call(fn, _REPEATS.value)
+    compile_s = first - run_s
     results[name] = dict(seconds=run_s, compile_seconds=compile_s,
                          client_steps_per_s=client_steps / run_s)
     print(f'{name:8s} {run_s:8.3f} s/round  {client_steps / run_s:8.1f} client-steps/s  '
