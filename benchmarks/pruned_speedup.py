@@ -20,7 +20,6 @@ EfficientNet-B3 on 32x32x3, the 256-unit Shakespeare LSTM on 80 tokens.
 from __future__ import annotations
 
 import json
-import time
 
 from absl import app
 from absl import flags
