@@ -41,8 +41,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from autoflip_jax.models.layers import (DepthwiseConv, GroupNorm, KeptUnits, PatchConv, he_fan_out,
-                                        kept_indices, unit_width, zero_size_safe)
+from autoflip_jax.models.layers import (DepthwiseConv, GroupNorm, KeptUnits, he_fan_out,
+                                        kept_indices, same_conv, unit_width, zero_size_safe)
 from autoflip_jax.models.units import Unit
 
 # B0's stages: (expand ratio, kernel, stride, input channels, output channels, blocks).
@@ -56,11 +56,6 @@ def make_divisible(v: float, divisor: int = 8) -> int:
   """Channels rounded to a multiple of `divisor`, never more than 10% below `v` (TF/torchvision)."""
   new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
   return new_v + divisor if new_v < 0.9 * v else new_v
-
-
-def _conv(features: int, k: int, stride: int, name: str) -> PatchConv:
-  return PatchConv(features, kernel_size=(k, k), padding=(k - 1) // 2, strides=stride,
-                   use_bias=False, kernel_init=he_fan_out, name=name)
 
 
 class MBConv(nn.Module):
@@ -83,14 +78,14 @@ class MBConv(nn.Module):
                                   name=name)
     y = x
     if self.expand_ratio != 1:
-      y = nn.swish(norm('expand_norm')(_conv(width, 1, 1, 'expand_conv')(y)))
+      y = nn.swish(norm('expand_norm')(same_conv(width, 1, 1, 'expand_conv')(y)))
     y = DepthwiseConv((self.kernel, self.kernel), self.stride, name='dw_conv')(y)
     y = nn.swish(norm('dw_norm')(y))
     s = jnp.mean(y, axis=(1, 2))                                     # [b, width]
     s = nn.swish(nn.Dense(self.squeeze, kernel_init=he_fan_out, name='se_reduce')(s))
     s = nn.sigmoid(nn.Dense(width, kernel_init=he_fan_out, name='se_expand')(s))
     y = y * s[:, None, None, :]
-    y = _conv(self.out, 1, 1, 'project_conv')(y)
+    y = same_conv(self.out, 1, 1, 'project_conv')(y)
     y = GroupNorm(self.norm_groups, name='project_norm')(y)
     if self.residual:
       y = y + x
@@ -136,7 +131,7 @@ class EfficientNet(nn.Module):
   def __call__(self, x_bhwc: jax.Array) -> jax.Array:
     kept = lambda name: kept_indices(self.kept_units, name)
     stem = unit_width(self.kept_units, 'stem', self.stem_channels)
-    x = _conv(stem, 3, 2, 'stem_conv')(x_bhwc)
+    x = same_conv(stem, 3, 2, 'stem_conv')(x_bhwc)
     x = nn.swish(GroupNorm(self.norm_groups, channels=self.stem_channels, kept=kept('stem'),
                            name='stem_norm')(x))
     for i, b in enumerate(self.blocks()):
@@ -147,7 +142,7 @@ class EfficientNet(nn.Module):
                  width=unit_width(self.kept_units, unit, b['expanded']), kept=kept(unit),
                  name=b['name'])(x)
     top = unit_width(self.kept_units, 'top', self.top_channels)
-    x = _conv(top, 1, 1, 'top_conv')(x)
+    x = same_conv(top, 1, 1, 'top_conv')(x)
     x = nn.swish(GroupNorm(self.norm_groups, channels=self.top_channels, kept=kept('top'),
                            name='top_norm')(x))
     x = jnp.mean(x, axis=(1, 2))

@@ -32,18 +32,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from autoflip_jax.models.layers import (GroupNorm, KeptUnits, PatchConv, he_fan_out, kept_indices,
-                                        lecun, unit_width)
+from autoflip_jax.models.layers import (GroupNorm, KeptUnits, kept_indices, lecun, same_conv,
+                                        unit_width)
 from autoflip_jax.models.units import Unit
 
 STAGES = (1, 2, 4, 8)   # channel multipliers of `width` per stage
 STRIDES = (1, 2, 2, 2)
 BLOCKS_PER_STAGE = 2
-
-
-def _conv(features: int, k: int, stride: int, name: str) -> PatchConv:
-  return PatchConv(features, kernel_size=(k, k), padding=(k - 1) // 2, strides=stride,
-                   use_bias=False, kernel_init=he_fan_out, name=name)
 
 
 class BasicBlock(nn.Module):
@@ -57,13 +52,13 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     inner = self.features if self.inner is None else self.inner
-    y = _conv(inner, 3, self.stride, 'conv1')(x)
+    y = same_conv(inner, 3, self.stride, 'conv1')(x)
     y = GroupNorm(self.norm_groups, channels=self.features, kept=self.kept, name='norm1')(y)
     y = nn.relu(y)
-    y = _conv(self.features, 3, 1, 'conv2')(y)
+    y = same_conv(self.features, 3, 1, 'conv2')(y)
     y = GroupNorm(self.norm_groups, name='norm2')(y)
     if self.stride != 1 or x.shape[-1] != self.features:
-      x = _conv(self.features, 1, self.stride, 'shortcut_conv')(x)
+      x = same_conv(self.features, 1, self.stride, 'shortcut_conv')(x)
       x = GroupNorm(self.norm_groups, name='shortcut_norm')(x)
     return nn.relu(x + y)
 
@@ -85,7 +80,7 @@ class ResNet18(nn.Module):
 
   @nn.compact
   def __call__(self, x_bhwc: jax.Array) -> jax.Array:
-    x = _conv(self.width, 3, 1, 'stem_conv')(x_bhwc)
+    x = same_conv(self.width, 3, 1, 'stem_conv')(x_bhwc)
     x = nn.relu(GroupNorm(self.norm_groups, name='stem_norm')(x))
     for name, features, stride in self.block_names():
       x = BasicBlock(features, stride, self.norm_groups,
