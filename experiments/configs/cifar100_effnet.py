@@ -13,25 +13,13 @@ Needs TFDS `cifar100` (config.data.data_dir).
 
 import ml_collections
 
+from experiments.configs import cifar100_resnet
 from experiments.configs import cifar10_resnet
-from experiments.configs import default
-from experiments.configs import mnist_paper
 
 
 def get_config(arg: str | None = None):
-  config = default.get_config()
+  config = cifar100_resnet.get_config()  # the same data and schedule; only the model differs
   config.model = 'efficientnet_b3'
   config.model_config = ml_collections.ConfigDict(
       {'width_mult': 1.2, 'depth_mult': 1.4, 'norm_groups': 2})
-  config.data.name = 'cifar100'
-  config.data.partition = 'dirichlet'
-  config.data.alpha = 1.0
-  config.num_clients = 20
-  config.clients_per_round = 1      # C = 0.05 of K = 20, as the reference command
-  mnist_paper.reference_schedule(config)
-  config.eval_every = 10
-  if arg == 'small':
-    cifar10_resnet.small(config)
-  elif arg:
-    raise ValueError(f'unknown config variant {arg!r}; use :small or nothing')
-  return config
+  return cifar10_resnet.variant(config, arg)

@@ -28,8 +28,4 @@ def get_config(arg: str | None = None):
   config.clients_per_round = 1      # C = 0.05 of K = 20, as the reference command
   mnist_paper.reference_schedule(config)
   config.eval_every = 10
-  if arg == 'small':
-    cifar10_resnet.small(config)
-  elif arg:
-    raise ValueError(f'unknown config variant {arg!r}; use :small or nothing')
-  return config
+  return cifar10_resnet.variant(config, arg)

@@ -30,6 +30,11 @@ def get_config(arg: str | None = None):
   config.clients_per_round = 5
   mnist_paper.reference_schedule(config)
   config.eval_every = 10
+  return variant(config, arg)
+
+
+def variant(config, arg: str | None):
+  """Applies the `:small` variant (or none) of an image config; any other name is an error."""
   if arg == 'small':
     small(config)
   elif arg:

@@ -30,8 +30,4 @@ def get_config(arg: str | None = None):
   config.clients_per_round = 5
   mnist_paper.reference_schedule(config)
   config.eval_every = 20
-  if arg == 'small':
-    cifar10_resnet.small(config)
-  elif arg:
-    raise ValueError(f'unknown config variant {arg!r}; use :small or nothing')
-  return config
+  return cifar10_resnet.variant(config, arg)
