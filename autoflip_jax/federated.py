@@ -134,7 +134,8 @@ def client_mesh(num_devices: int) -> jax.sharding.Mesh | None:
 
   The same code runs on one CPU, on 8 fake CPU devices
   (`XLA_FLAGS=--xla_force_host_platform_device_count=8`), on GPUs and on a TPU slice; after
-  `jax.distributed.initialize()` `jax.devices()` spans every host.
+  `jax.distributed.initialize()` (`autoflip_jax.distributed`) `jax.devices()` spans every
+  process, each process's devices contiguous, so the mesh's first devices are process 0's.
   """
   if num_devices <= 1:
     return None
@@ -150,7 +151,7 @@ def shard_clients(tree: PyTree, mesh: jax.sharding.Mesh | None) -> PyTree:
   if mesh is None:
     return tree
   spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('clients'))
-  return jax.tree.map(lambda a: jax.device_put(a, spec), tree)
+  return jax.tree.map(lambda a: _put_global(a, spec), tree)
 
 
 def replicate(tree: PyTree, mesh: jax.sharding.Mesh | None) -> PyTree:
@@ -158,4 +159,14 @@ def replicate(tree: PyTree, mesh: jax.sharding.Mesh | None) -> PyTree:
   if mesh is None:
     return tree
   spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  return jax.tree.map(lambda a: jax.device_put(a, spec), tree)
+  return jax.tree.map(lambda a: _put_global(a, spec), tree)
+
+
+def _put_global(a, spec: jax.sharding.NamedSharding) -> jax.Array:
+  """`a` placed with `spec`. One process: `device_put`. A mesh spanning processes (after
+  `jax.distributed.initialize`): every process holds the same whole host value (same program,
+  same seed) and fills only its own devices' shards from it, with no cross-host traffic."""
+  if spec.is_fully_addressable or (isinstance(a, jax.Array) and not a.is_fully_addressable):
+    return jax.device_put(a, spec)
+  host = np.asarray(a)
+  return jax.make_array_from_callback(host.shape, spec, lambda index: host[index])
