@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -79,6 +79,17 @@ def init_autoflip(params0: PyTree, *, config, apply_fn, units, pack: Callable,
 
   `pack(ids) -> (ClientData, num_examples)` gives the padded device arrays of those clients.
   """
+  return init_autoflip_sweep(params0, (config.tp,), config=config, apply_fn=apply_fn,
+                             units=units, pack=pack, rng=rng)[0]
+
+
+def init_autoflip_sweep(params0: PyTree, tps: Sequence[float], *, config, apply_fn, units,
+                        pack: Callable, rng: jax.Array) -> list[AlgorithmInit]:
+  """One exploration and one hybrid mask per threshold of `tps` (the Tp sweep, `tp_sweep.py`).
+
+  The exploration does not depend on Tp, so element i is exactly `init_autoflip` with
+  `config.tp = tps[i]`; each element reports the whole exploration's bytes and seconds.
+  """
   ids = explorer_ids(config.num_clients, config.c_exp, config.seed)
   explore = exploration.make_explore_fn(
       apply_fn, optimizer=config.optimizer, learning_rate=config.learning_rate,
@@ -91,26 +102,30 @@ def init_autoflip(params0: PyTree, *, config, apply_fn, units, pack: Callable,
   seconds = time.time() - start
   weights = num_examples if config.guidance_weighted else None
   guidance = exploration.guidance(result.sqdev, weights, config.guidance_normalization)
-  mask = jax.jit(_mask_from_guidance(config, units))(guidance)
   total = accounting.total_params(params0)
   up, down = accounting.exploration_bytes(total, len(ids))
-  info = {
-      # Kept kernel weights (ndim >= 2): the controls' target, read from the summary row.
-      'kernel_kept': int(sum(int(jnp.sum(m)) for m in jax.tree.leaves(mask)
-                             if masks.is_prunable(m))),
-      'explorers': int(len(ids)),
-      'exploration_epochs_mean': float(jnp.mean(result.epochs_run)),
-      'exploration_final_loss_mean': float(jnp.mean(result.final_loss)),
-  }
   # With per-round guidance the round needs every client's exploration (explorers == all
   # clients, in client-id order).
   aux = result.sqdev if config.guidance_per_round else None
-  return AlgorithmInit(mask, aux, None, up, down, seconds, info)
+  inits = []
+  for tp in tps:
+    mask = jax.jit(_mask_from_guidance(config, units, tp))(guidance)
+    info = {
+        # Kept kernel weights (ndim >= 2): the controls' target, read from the summary row.
+        'kernel_kept': int(sum(int(jnp.sum(m)) for m in jax.tree.leaves(mask)
+                               if masks.is_prunable(m))),
+        'explorers': int(len(ids)),
+        'exploration_epochs_mean': float(jnp.mean(result.epochs_run)),
+        'exploration_final_loss_mean': float(jnp.mean(result.final_loss)),
+    }
+    inits.append(AlgorithmInit(mask, aux, None, up, down, seconds, info))
+  return inits
 
 
-def _mask_from_guidance(config, units) -> Callable:
+def _mask_from_guidance(config, units, tp: float | None = None) -> Callable:
+  """`guidance -> hybrid mask` at threshold `tp` (None: config.tp)."""
   return functools.partial(
-      masks.hybrid_mask, tp=config.tp, units=units,
+      masks.hybrid_mask, tp=config.tp if tp is None else tp, units=units,
       structured_threshold=config.structured_threshold, structured_tp=config.structured_tp)
 
 

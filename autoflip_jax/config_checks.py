@@ -40,6 +40,34 @@ def _choice(config, field: str, choices: tuple[str, ...]) -> None:
     raise ValueError(f'config.{field}={config[field]!r} is not one of {choices}')
 
 
+def tp_sweep_values(config) -> tuple[float, ...]:
+  """The thresholds of `config.tp_sweep` ('0.1,0.2,0.3' -> (0.1, 0.2, 0.3)); () when it is off.
+
+  Raises ValueError naming the field for anything but distinct numbers in [0, 1).
+  """
+  value = config.get('tp_sweep', '')
+  if not isinstance(value, str):
+    raise ValueError(f'config.tp_sweep={value!r} must be a string of comma-separated thresholds, '
+                     f"e.g. '0.1,0.2,0.3' ('' = no sweep)")
+  if not value.strip():
+    return ()
+  tps = []
+  for item in value.split(','):
+    try:
+      tp = float(item)
+    except ValueError:
+      tp = None
+    if tp is None or not 0.0 <= tp < 1.0:  # also rejects nan
+      raise ValueError(f'config.tp_sweep={value!r}: {item.strip()!r} is not a number in [0.0, '
+                       f'1.0); give comma-separated thresholds, e.g. \'0.1,0.2,0.3\'')
+    tps.append(tp)
+  duplicates = sorted({t for t in tps if tps.count(t) > 1})
+  if duplicates:
+    raise ValueError(f'config.tp_sweep={value!r} repeats the threshold(s) '
+                     f'{", ".join(f"{t:g}" for t in duplicates)}: give each once')
+  return tuple(tps)
+
+
 def validate_config(config) -> None:
   """Checks every field; raises ValueError naming the first bad one."""
   names = algorithms.parse(config.algorithm)
@@ -93,6 +121,14 @@ def validate_config(config) -> None:
     raise ValueError('config.e_exp=0 with algorithm autoflip: exploration needs at least one '
                      'epoch (with none, every guidance value is 0, all tie at the threshold and '
                      'the tie rule prunes every weight)')
+  if tp_sweep_values(config):
+    if 'autoflip' not in names:
+      raise ValueError(f'config.tp_sweep={config.tp_sweep!r} sweeps AutoFLIP\'s threshold but '
+                       f'config.algorithm={config.algorithm!r} has no autoflip: add it')
+    if config.guidance_per_round:
+      raise ValueError(f'config.tp_sweep={config.tp_sweep!r} cannot be combined with '
+                       f'config.guidance_per_round=True (the sweep builds each mask once, before '
+                       f'round 1): set one of them off')
   if config.guidance_per_round and config.c_exp != 1.0:
     raise ValueError(f'config.guidance_per_round=True needs config.c_exp=1.0 (every client must '
                      f'have explored), got c_exp={config.c_exp}')

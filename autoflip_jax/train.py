@@ -28,7 +28,7 @@ from autoflip_jax import accounting, algorithms, checkpoint, federated, local, m
 from autoflip_jax import report
 from autoflip_jax import data as data_lib
 from autoflip_jax.data import stats
-from autoflip_jax.config_checks import validate_config, validate_fit
+from autoflip_jax.config_checks import tp_sweep_values, validate_config, validate_fit
 from autoflip_jax.masks import apply_mask, unit_counts
 
 
@@ -118,6 +118,80 @@ def cost_fields(params0, mask, positions) -> dict:
       flops_dense=accounting.flops_per_example(params0, None, positions, 'dense'))
 
 
+def round_learning_rate(config, round_num: int) -> float:
+  """The learning rate of round `round_num` (1-based): learning_rate * lr_decay**(round - 1)."""
+  return config.learning_rate * config.lr_decay ** (round_num - 1)
+
+
+def eval_due(config, round_num: int) -> bool:
+  """Whether the test set is evaluated after this round (else the last figures are repeated)."""
+  return round_num % config.eval_every == 0 or round_num == config.num_rounds
+
+
+def start_totals(init: algorithms.AlgorithmInit, acc: float, loss: float) -> dict:
+  """An algorithm's running totals before round 1 (saved with each checkpoint)."""
+  return dict(cum_up=init.bytes_up, cum_down=init.bytes_down, acc=acc, loss=loss,
+              init_up=init.bytes_up, init_down=init.bytes_down, init_seconds=init.seconds,
+              info=init.info or {}, mask_is_new=True)
+
+
+def initial_row(name: str, init: algorithms.AlgorithmInit, acc: float, loss: float,
+                costs: dict) -> dict:
+  """The round-0 metrics row: the initial model under the first mask, the init's cost."""
+  return dict(round=0, algorithm=name, test_accuracy=acc, test_loss=loss, train_loss=None,
+              **costs, bytes_up=init.bytes_up, bytes_down=init.bytes_down,
+              cum_bytes_up=init.bytes_up, cum_bytes_down=init.bytes_down, learning_rate=None,
+              round_seconds=init.seconds)
+
+
+def check_finite(name: str, round_num: int, train_loss: float, client_loss, ids,
+                 checkpointed: int | None) -> None:
+  """Raises FloatingPointError naming the round and clients when the training loss diverged."""
+  if np.isfinite(train_loss):
+    return
+  bad = [int(ids[i]) for i, l in enumerate(np.asarray(client_loss)) if not np.isfinite(l)]
+  raise FloatingPointError(
+      f'[{name}] round {round_num}: non-finite training loss {train_loss} from client(s) {bad}. '
+      f'Rounds up to {checkpointed} are checkpointed in the workdir; lower '
+      f'config.learning_rate and start a new workdir.')
+
+
+def round_traffic(costs: dict, total: int, clients: int, mask_is_new: bool) -> tuple[int, int]:
+  """(bytes up, bytes down) of a round; the mask's bitmap goes down while it is new."""
+  send_mask = mask_is_new and costs['kept_params'] < total
+  return accounting.round_bytes(costs['kept_params'], total, clients, send_mask)
+
+
+def round_row(name: str, round_num: int, totals: dict, train_loss: float, costs: dict, up: int,
+              down: int, lr: float, seconds: float) -> dict:
+  """The metrics row of a training round (`totals` already include this round's bytes)."""
+  return dict(round=round_num, algorithm=name, test_accuracy=totals['acc'],
+              test_loss=totals['loss'], train_loss=train_loss, **costs, bytes_up=up,
+              bytes_down=down, cum_bytes_up=totals['cum_up'], cum_bytes_down=totals['cum_down'],
+              learning_rate=lr, round_seconds=seconds)
+
+
+def log_round(name: str, round_num: int, num_rounds: int, totals: dict, train_loss: float,
+              costs: dict, up: int, down: int, rounds_per_s: float, eta: float) -> None:
+  logging.info('[%s] round %d/%d  acc %.4f  train_loss %.4f  kept %d/%d (sparsity %.1f%%, '
+               '%.2fx)  up %s down %s  %.2f rounds/s  ETA %.0f s', name, round_num, num_rounds,
+               totals['acc'], train_loss, costs['kept_params'], costs['total_params'],
+               100 * costs['sparsity'], costs['compression'], report.human_bytes(up),
+               report.human_bytes(down), rounds_per_s, eta)
+
+
+def summary_row(name: str, totals: dict, params0, mask, positions, units) -> dict:
+  """An algorithm's final row (summary.json, the table): accuracy, costs, bytes, its info."""
+  summary = dict(algorithm=name, test_accuracy=totals['acc'],
+                 **cost_fields(params0, mask, positions),
+                 bytes_up_total=totals['cum_up'], bytes_down_total=totals['cum_down'],
+                 exploration_bytes=totals['init_up'] + totals['init_down'],
+                 exploration_seconds=totals['init_seconds'],
+                 units={k: f'{a}/{b}' for k, (a, b) in unit_counts(mask, units).items()})
+  summary.update(totals['info'])
+  return summary
+
+
 def run_algorithm(name: str, config, *, model, params0, pack, dataset, positions, rng,
                   writer: MetricsWriter, ckpt: checkpoint.Checkpointer,
                   previous: dict | None = None, mesh=None) -> dict:
@@ -138,15 +212,9 @@ def run_algorithm(name: str, config, *, model, params0, pack, dataset, positions
       logging.info('[%s] before round 1: %s in %.1f s', name, init.info, init.seconds)
     state = federated.ServerState(jax.tree.map(jnp.array, params0), init.mask, jnp.int32(0))
     acc, loss = evaluate(apply_mask(state.params, init.mask), dataset.test_x, dataset.test_y)
-    totals = dict(cum_up=init.bytes_up, cum_down=init.bytes_down, acc=acc, loss=loss,
-                  init_up=init.bytes_up, init_down=init.bytes_down, init_seconds=init.seconds,
-                  info=init.info or {}, mask_is_new=True)
+    totals = start_totals(init, acc, loss)
     writer.reset(name, -1)
-    writer.write(dict(round=0, algorithm=name, test_accuracy=acc, test_loss=loss,
-                      train_loss=None, **cost_fields(params0, init.mask, positions),
-                      bytes_up=init.bytes_up, bytes_down=init.bytes_down,
-                      cum_bytes_up=init.bytes_up, cum_bytes_down=init.bytes_down,
-                      learning_rate=None, round_seconds=init.seconds))
+    writer.write(initial_row(name, init, acc, loss, cost_fields(params0, init.mask, positions)))
     start_round = 0
     ckpt.maybe_save(0, _ckpt_tree(state, init.aux, init.extra), totals, force=True)
   else:
@@ -176,21 +244,15 @@ def run_algorithm(name: str, config, *, model, params0, pack, dataset, positions
     t0 = time.time()
     ids = sample_clients(config.seed, r, config.num_clients, config.clients_per_round)
     batch, num_examples = pack(ids)
-    lr = config.learning_rate * config.lr_decay ** (r - 1)
+    lr = round_learning_rate(config, r)
     state, met = round_fn(state, batch, num_examples, federated.shard_clients(ids, mesh),
                           train_rng, jnp.float32(lr), init.aux)
     train_loss = float(met.train_loss)
-    if not np.isfinite(train_loss):
-      bad = [int(ids[i]) for i, l in enumerate(np.asarray(met.client_loss)) if not np.isfinite(l)]
-      raise FloatingPointError(
-          f'[{name}] round {r}: non-finite training loss {train_loss} from client(s) {bad}. '
-          f'Rounds up to {ckpt.latest_round()} are checkpointed in the workdir; lower '
-          f'config.learning_rate and start a new workdir.')
+    check_finite(name, r, train_loss, met.client_loss, ids, ckpt.latest_round())
     if hooks.mask_fn is not None:  # the round built this round's mask
       costs, mask_is_new = cost_fields(params0, state.mask, positions), True
     fields = costs
-    send_mask = mask_is_new and fields['kept_params'] < total
-    up, down = accounting.round_bytes(fields['kept_params'], total, len(ids), send_mask)
+    up, down = round_traffic(fields, total, len(ids), mask_is_new)
     mask_is_new = False
     if hooks.update is not None:
       new_mask, extra = hooks.update(r, state, met, extra)
@@ -200,31 +262,17 @@ def run_algorithm(name: str, config, *, model, params0, pack, dataset, positions
     totals['mask_is_new'] = mask_is_new
     totals['cum_up'] += up
     totals['cum_down'] += down
-    if r % config.eval_every == 0 or r == config.num_rounds:
+    if eval_due(config, r):
       totals['acc'], totals['loss'] = evaluate(state.params, dataset.test_x, dataset.test_y)
-    writer.write(dict(round=r, algorithm=name, test_accuracy=totals['acc'],
-                      test_loss=totals['loss'], train_loss=train_loss, **fields, bytes_up=up,
-                      bytes_down=down, cum_bytes_up=totals['cum_up'],
-                      cum_bytes_down=totals['cum_down'], learning_rate=lr,
-                      round_seconds=time.time() - t0))
+    writer.write(round_row(name, r, totals, train_loss, fields, up, down, lr, time.time() - t0))
     ckpt.maybe_save(r, _ckpt_tree(state, init.aux, extra), totals, force=r == config.num_rounds)
     if r % config.checkpoint_every == 0:  # plots a person can watch while the run goes on
       report.plot_metrics(writer.path, os.path.dirname(writer.path))
     done = r - start_round
     eta = (time.time() - start) / done * (config.num_rounds - r)
-    logging.info('[%s] round %d/%d  acc %.4f  train_loss %.4f  kept %d/%d (sparsity %.1f%%, '
-                 '%.2fx)  up %s down %s  %.2f rounds/s  ETA %.0f s', name, r, config.num_rounds,
-                 totals['acc'], train_loss, fields['kept_params'], total,
-                 100 * fields['sparsity'], fields['compression'], report.human_bytes(up),
-                 report.human_bytes(down), done / (time.time() - start), eta)
-  summary = dict(algorithm=name, test_accuracy=totals['acc'],
-                 **cost_fields(params0, state.mask, positions),
-                 bytes_up_total=totals['cum_up'], bytes_down_total=totals['cum_down'],
-                 exploration_bytes=totals['init_up'] + totals['init_down'],
-                 exploration_seconds=totals['init_seconds'],
-                 units={k: f'{a}/{b}' for k, (a, b) in unit_counts(state.mask, units).items()})
-  summary.update(totals['info'])
-  return summary
+    log_round(name, r, config.num_rounds, totals, train_loss, fields, up, down,
+              done / (time.time() - start), eta)
+  return summary_row(name, totals, params0, state.mask, positions, units)
 
 
 def _ckpt_tree(state: federated.ServerState, aux, extra) -> dict:
@@ -241,7 +289,11 @@ def _config_dict(config) -> dict:
 
 
 def train_and_evaluate(config, workdir: str) -> list[dict]:
-  """Runs every algorithm of `config.algorithm` on the same data, seed and initial model."""
+  """Runs every algorithm of `config.algorithm` on the same data, seed and initial model.
+
+  With `config.tp_sweep`, `autoflip` runs once per threshold, side by side (`tp_sweep.py`): its
+  rows are named `autoflip_tp<Tp>`.
+  """
   validate_config(config)
   names = algorithms.parse(config.algorithm)
   os.makedirs(workdir, exist_ok=True)
@@ -263,22 +315,31 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
                                           dataset.test_x.dtype)
   writer = MetricsWriter(os.path.join(workdir, 'metrics.jsonl'))
   progress = checkpoint.load_progress(workdir)
+  tps = tp_sweep_values(config)
   rows = []
   for name in names:
-    if name in progress:
-      logging.info('[%s] already finished in this workdir', name)
-      rows.append(progress[name])
+    common = dict(model=model, params0=params0, pack=pack, dataset=dataset, positions=positions,
+                  rng=rng, writer=writer, mesh=mesh)
+    if name == 'autoflip' and tps:  # every threshold side by side, as one run (tp_sweep.py)
+      from autoflip_jax import tp_sweep  # here, not at the top: tp_sweep imports this module
+      run_names, ckpt_name = [tp_sweep.sweep_name(tp) for tp in tps], tp_sweep.CHECKPOINT_NAME
+      run = lambda ckpt: tp_sweep.run_sweep(config, tps, ckpt=ckpt, **common)
+    else:
+      run_names, ckpt_name = [name], name
+      run = lambda ckpt: [run_algorithm(name, config, ckpt=ckpt,
+                                        previous={r['algorithm']: r for r in rows}, **common)]
+    if all(n in progress for n in run_names):
+      logging.info('[%s] already finished in this workdir', ckpt_name)
+      rows.extend(progress[n] for n in run_names)
       continue
-    ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints', name),
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints', ckpt_name),
                                    config.checkpoint_every)
     try:
-      rows.append(run_algorithm(name, config, model=model, params0=params0, pack=pack,
-                                dataset=dataset, positions=positions, rng=rng, writer=writer,
-                                ckpt=ckpt, previous={r['algorithm']: r for r in rows},
-                                mesh=mesh))
+      finished = run(ckpt)
     finally:
       ckpt.close()
-    progress[name] = rows[-1]
+    rows.extend(finished)
+    progress.update((r['algorithm'], r) for r in finished)
     checkpoint.save_progress(workdir, progress)
   with open(os.path.join(workdir, 'summary.json'), 'w') as f:
     json.dump({'config': _config_dict(config), 'rows': rows}, f, indent=2, default=str)

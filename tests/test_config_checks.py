@@ -47,6 +47,37 @@ def test_bad_config_is_rejected_before_compiling(no_data, tmp_path, field, value
   assert not (tmp_path / 'metrics.jsonl').exists()
 
 
+@pytest.mark.parametrize('overrides, message', [
+    ({'tp_sweep': '0.1,1.0'}, "config.tp_sweep='0.1,1.0': '1.0' is not a number in [0.0, 1.0)"),
+    ({'tp_sweep': '-0.1'}, "'-0.1' is not a number in [0.0, 1.0)"),
+    ({'tp_sweep': '0.1,abc'}, "config.tp_sweep='0.1,abc': 'abc' is not a number"),
+    ({'tp_sweep': '0.1,,0.2'}, "'' is not a number"),
+    ({'tp_sweep': ','}, "config.tp_sweep=','"),
+    ({'tp_sweep': '0.1,nan'}, "'nan' is not a number"),
+    ({'tp_sweep': '0.2,0.1,0.20'}, "config.tp_sweep='0.2,0.1,0.20' repeats the threshold(s) 0.2"),
+    ({'tp_sweep': '0.1,0.2', 'algorithm': 'fedavg'},
+     "config.tp_sweep='0.1,0.2' sweeps AutoFLIP's threshold but config.algorithm='fedavg' has "
+     'no autoflip'),
+    ({'tp_sweep': '0.1,0.2', 'guidance_per_round': True},
+     "config.tp_sweep='0.1,0.2' cannot be combined with config.guidance_per_round=True"),
+])
+def test_bad_tp_sweep_is_rejected_before_compiling(no_data, tmp_path, overrides, message):
+  with pytest.raises(ValueError) as err:
+    train.train_and_evaluate(tiny_config(**overrides), str(tmp_path))
+  assert message in str(err.value)
+  assert not (tmp_path / 'metrics.jsonl').exists()
+
+
+@pytest.mark.parametrize('value, tps', [
+    ('', ()), ('  ', ()), ('0.3', (0.3,)), ('0.1, 0.2,0.3', (0.1, 0.2, 0.3)), ('0,0.5', (0.0, 0.5)),
+])
+def test_tp_sweep_values(value, tps):
+  from autoflip_jax.config_checks import tp_sweep_values, validate_config
+  config = tiny_config(tp_sweep=value)
+  validate_config(config)
+  assert tp_sweep_values(config) == tps
+
+
 def test_more_clients_than_examples_is_rejected(no_data, tmp_path):
   config = tiny_config(num_clients=4001, clients_per_round=2)
   with pytest.raises(ValueError, match='num_clients'):

@@ -8,6 +8,8 @@ paper's full schedule is `mnist_paper.py`.
   python -m experiments.main --config=experiments/configs/default.py --workdir=runs/default
   python -m experiments.main --config=experiments/configs/default.py --workdir=runs/tp04 \
       --config.tp=0.4 --config.algorithm=autoflip
+  python -m experiments.main --config=experiments/configs/default.py --workdir=runs/tps \
+      --config.tp_sweep=0.1,0.2,0.3
 """
 
 import ml_collections
@@ -56,6 +58,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.guidance_per_round = False  # rebuild the mask each round from the cohort's explorations
   config.structured_threshold = 1.0  # remove a unit once this share of its inputs is pruned
   config.structured_tp = 0.0        # also remove units below this quantile of unit guidance
+  # Tp sweep in one program: comma-separated thresholds, e.g. '0.1,0.2,0.3' ('' = off). Replaces
+  # `autoflip` in config.algorithm by one run of every threshold side by side (one exploration,
+  # one mask per Tp, the models stacked and trained by one vmapped round; autoflip_jax/tp_sweep.py).
+  # Each threshold's results equal a run with config.tp set to it; config.tp is then only read by
+  # the random/magnitude controls (their kept count, when control_sparsity = 0).
+  config.tp_sweep = ''
 
   # Baselines (docs/baselines.md, autoflip_jax/baselines/).
   # random / magnitude controls: kernel sparsity; 0 = exactly AutoFLIP's kept kernel count
