@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autoflip_jax import accounting, exploration, masks
+from autoflip_jax import accounting, exploration, federated, masks
 
 PyTree = Any
 ALGORITHMS = ('autoflip', 'fedavg', 'prunefl', 'eflprune', 'random', 'magnitude')
@@ -94,7 +94,8 @@ def init_autoflip_sweep(params0: PyTree, tps: Sequence[float], *, config, apply_
   explore = exploration.make_explore_fn(
       apply_fn, optimizer=config.optimizer, learning_rate=config.learning_rate,
       epochs=config.e_exp, patience=config.patience,
-      trajectory=config.exploration_trajectory)
+      trajectory=config.exploration_trajectory,
+      clients_per_chunk=federated.resolve_chunk(config.clients_per_chunk, config.mesh_devices))
   start = time.time()
   data, num_examples = pack(ids)
   result = explore(params0, data, jnp.asarray(ids), rng)

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from autoflip_jax import local
+from autoflip_jax import federated, local
 from autoflip_jax.masks import normalize, ones_mask
 
 PyTree = Any
@@ -49,14 +49,18 @@ def explore_client(params0: PyTree, data: local.ClientData, key: jax.Array, *, a
 
 
 def make_explore_fn(apply_fn, *, optimizer: str, learning_rate: float, epochs: int,
-                    patience: int, trajectory: bool = False):
-  """Returns jitted `explore(params0, data [K, steps, batch, ...], client_ids [K], rng)`."""
+                    patience: int, trajectory: bool = False, clients_per_chunk: int = 0):
+  """Returns jitted `explore(params0, data [K, steps, batch, ...], client_ids [K], rng)`.
+
+  All explorers in one program, `clients_per_chunk` at a time (`federated.map_clients`: 0 one
+  vmap, 1 one explorer after another, which also lets each stop early on its own).
+  """
   def explore(params0, data: local.ClientData, client_ids, rng) -> Exploration:
     keys = jax.vmap(lambda c: jax.random.fold_in(rng, c))(client_ids)
     one = lambda d, k: explore_client(params0, d, k, apply_fn=apply_fn, optimizer=optimizer,
                                       learning_rate=learning_rate, epochs=epochs,
                                       patience=patience, trajectory=trajectory)
-    sqdev, loss, epochs_run = jax.vmap(one)(data, keys)
+    sqdev, loss, epochs_run = federated.map_clients(one, (data, keys), clients_per_chunk)
     return Exploration(sqdev, loss, epochs_run)
   return jax.jit(explore)
 

@@ -65,6 +65,46 @@ def _finish(avg: PyTree, num_examples: jax.Array, mask: PyTree, fallback: PyTree
   return apply_mask(avg, mask)
 
 
+def resolve_chunk(clients_per_chunk: int, mesh_devices: int = 1) -> int:
+  """`config.clients_per_chunk` for this backend: 0 (auto) is 1 on a CPU without a mesh, else 0.
+
+  On a CPU the cores are already busy inside one client's matmuls, and a vmapped cohort only
+  makes every activation and im2col copy `clients` times larger than the caches: one client at
+  a time, inside the same program, is faster (`benchmarks/round_throughput.py`). GPUs and TPUs
+  need the whole cohort in one vmap to fill the device; a mesh splits it over devices.
+  """
+  if clients_per_chunk == 0 and jax.default_backend() == 'cpu' and mesh_devices <= 1:
+    return 1
+  return clients_per_chunk
+
+
+def vmap_clients(fn: Callable, chunk: int) -> Callable:
+  """`fn` over a leading axis of `chunk` clients: `vmap`, or for one client a plain call.
+
+  A program with a size-1 batch axis runs markedly slower on XLA:CPU than the same program
+  without it (its dots and im2col copies miss their fast paths), so chunks of one are unbatched.
+  """
+  if chunk != 1:
+    return jax.vmap(fn)
+
+  def one(*args):
+    return jax.tree.map(lambda a: a[None], fn(*jax.tree.map(lambda a: a[0], args)))
+  return one
+
+
+def map_clients(fn: Callable, xs: PyTree, clients_per_chunk: int) -> PyTree:
+  """`fn` over the leading client axis of `xs`, `clients_per_chunk` clients at a time.
+
+  0: one `vmap`; 1: a `lax.map` of unbatched calls; k: `lax.map` over `vmap`ped chunks of k
+  (the remainder in one more vmap). Memory grows with the chunk, not the number of clients.
+  """
+  if clients_per_chunk == 0:
+    return jax.vmap(fn)(*xs)
+  if clients_per_chunk == 1:
+    return jax.lax.map(lambda a: fn(*a), xs)
+  return jax.lax.map(lambda a: fn(*a), xs, batch_size=clients_per_chunk)
+
+
 def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Array,
                client_ids: jax.Array, rng: jax.Array, learning_rate: jax.Array, aux: PyTree,
                *, apply_fn, optimizer: str, local_epochs: int, mask_fn: Callable | None = None,
@@ -95,7 +135,7 @@ def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Arr
 
   def train_chunk(totals, xs):
     d, cid, w = xs
-    p, loss, gsq = jax.vmap(client)(d, cid)
+    p, loss, gsq = vmap_clients(client, chunk)(d, cid)
     add = lambda t, q: t + jnp.tensordot(w, q, axes=1)
     return (jax.tree.map(add, totals[0], p), jax.tree.map(add, totals[1], gsq)), loss
 

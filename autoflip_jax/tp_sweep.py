@@ -122,11 +122,10 @@ def run_sweep(config, tps: Sequence[float], *, model, params0: PyTree, pack, dat
       writer.reset(name, start_round)
     logging.info('[%s] resumed from the checkpoint of round %d', CHECKPOINT_NAME, start_round)
 
-  state = federated.ServerState(federated.replicate(state.params, mesh),
-                                federated.replicate(state.mask, mesh), state.round)
-  round_fn = make_sweep_round_fn(apply_fn, optimizer=config.optimizer,
-                                 local_epochs=config.local_epochs,
-                                 clients_per_chunk=config.clients_per_chunk)
+  state = federated.replicate(state, mesh)
+  round_fn = make_sweep_round_fn(
+      apply_fn, optimizer=config.optimizer, local_epochs=config.local_epochs,
+      clients_per_chunk=federated.resolve_chunk(config.clients_per_chunk, config.mesh_devices))
   threshold_masks = [unstack(state.mask, i) for i in range(k)]
   costs = [train.cost_fields(params0, m, positions) for m in threshold_masks]
   train_rng = jax.random.fold_in(rng, 1)

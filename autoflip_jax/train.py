@@ -192,6 +192,14 @@ def summary_row(name: str, totals: dict, params0, mask, positions, units) -> dic
   return summary
 
 
+def make_round(config, apply_fn, hooks: algorithms.Hooks):
+  """The algorithm's jitted round for this config (`federated.make_round_fn`)."""
+  return federated.make_round_fn(
+      apply_fn, optimizer=config.optimizer, local_epochs=config.local_epochs,
+      mask_fn=hooks.mask_fn, track_grad_sq=hooks.track_grad_sq,
+      clients_per_chunk=federated.resolve_chunk(config.clients_per_chunk, config.mesh_devices))
+
+
 def run_algorithm(name: str, config, *, model, params0, pack, dataset, positions, rng,
                   writer: MetricsWriter, ckpt: checkpoint.Checkpointer,
                   previous: dict | None = None, mesh=None) -> dict:
@@ -228,12 +236,10 @@ def run_algorithm(name: str, config, *, model, params0, pack, dataset, positions
     writer.reset(name, start_round)
     logging.info('[%s] resumed from the checkpoint of round %d', name, start_round)
 
-  state = federated.ServerState(federated.replicate(state.params, mesh),
-                                federated.replicate(state.mask, mesh), state.round)
-  round_fn = federated.make_round_fn(apply_fn, optimizer=config.optimizer,
-                                     local_epochs=config.local_epochs, mask_fn=hooks.mask_fn,
-                                     clients_per_chunk=config.clients_per_chunk,
-                                     track_grad_sq=hooks.track_grad_sq)
+  # The round counter too: a host-local counter next to mesh-placed params would compile the
+  # round a second time from round 2 on.
+  state = federated.replicate(state, mesh)
+  round_fn = make_round(config, apply_fn, hooks)
   costs = cost_fields(params0, state.mask, positions)
   extra = init.extra
   # A client needs the mask's bitmap in the first round after the mask is new to it.

@@ -1,21 +1,31 @@
-"""Times one federated round three ways, side by side in one run.
+"""Times one federated round three ways, side by side in one run, and how it scales with cohorts.
 
-  (a) ours: the whole round as one jitted program, clients `vmap`ped (`federated.make_round_fn`);
+Part 1, for each of `--models` (the six-layer CNN, the LSTM):
+  (a) ours: the whole round as one jitted program (`federated.make_round_fn`);
   (b) loop: a Python loop over clients of a jitted per-client `local.train`, then FedAvg on the
       host (the FedJAX / Flower pattern);
   (c) central: one model trained on all the cohort's examples, the same number of optimizer steps
       of the same batch size (the hardware's limit for this work).
+Part 2, `--cohorts`: our round for cohorts of 10, 100, 1,000 clients, trained in chunks of
+each of `--cohort_chunks` clients (a scan over vmapped chunks): time, compile time and XLA's memory figure,
+next to the memory the same cohort would need in one vmap (compiled, not run).
 
-Prints client-steps per second for each, the ratios, compile times and peak host memory, and
-as its last line one JSON object.
+Each way is compiled ahead of time (`jit(...).lower(...).compile()`), so compile time and run time
+are separate; run time is the median of `--repeats` calls. Memory is XLA's buffer assignment
+(`compiled.memory_analysis()`: arguments + temporaries + outputs not aliased to arguments), the
+same figure on CPU, GPU and TPU; on a GPU also the allocator's peak. The last line is one JSON
+object (`round_vs_loop_speedup` = loop time / ours, `round_vs_central_ratio` = ours / central,
+for the first model).
 
-  JAX_PLATFORMS=cpu python -m benchmarks.round_throughput --clients=5 --steps=7 --batch=32
+  JAX_PLATFORMS=cpu python -m benchmarks.round_throughput
+  python -m benchmarks.round_throughput --models=cnn --clients=50 --cohorts=   # GPU, 50 clients
 """
 
 from __future__ import annotations
 
 import json
 import resource
+import time
 
 from absl import app
 from absl import flags
@@ -27,75 +37,174 @@ import numpy as np
 from autoflip_jax import federated, local, masks, models
 from benchmarks import timing
 
-_CLIENTS = flags.DEFINE_integer('clients', 5, 'Clients per round.')
-_STEPS = flags.DEFINE_integer('steps', 7, 'Local steps per epoch per client.')
+_MODELS = flags.DEFINE_list('models', ['cnn', 'lstm'], 'Models for part 1 (cnn, lstm).')
+_CLIENTS = flags.DEFINE_integer('clients', 5, 'Clients per round in part 1.')
+_STEPS = flags.DEFINE_integer('steps', 7, 'Local steps per epoch per client in part 1.')
 _BATCH = flags.DEFINE_integer('batch', 32, 'Batch size.')
-_EPOCHS = flags.DEFINE_integer('epochs', 2, 'Local epochs.')
-_REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed repetitions (median reported).')
-_MODEL = flags.DEFINE_string('model', 'cnn', 'Model name (models.MODELS).')
-_HIDDEN = flags.DEFINE_integer('hidden', 512, 'CNN hidden units.')
-_CHUNK = flags.DEFINE_integer('chunk', 0, 'Clients per chunk in our round (0: whole cohort).')
+_EPOCHS = flags.DEFINE_integer('epochs', 2, 'Local epochs in part 1.')
+_REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed calls per way (median reported).')
+_HIDDEN = flags.DEFINE_integer('hidden', 512, 'CNN hidden units (the paper: 512 MNIST).')
+_LSTM_HIDDEN = flags.DEFINE_integer('lstm_hidden', 256, 'LSTM units per layer (paper: 256).')
+_LSTM_STEPS = flags.DEFINE_integer('lstm_steps', 2, 'Local steps per epoch per client, LSTM.')
+_CHUNK = flags.DEFINE_integer('chunk', 0, 'config.clients_per_chunk of our round in part 1 (0: '
+                             'auto, federated.resolve_chunk).')
+_COHORTS = flags.DEFINE_list('cohorts', ['10', '100', '1000'],
+                             'Cohort sizes for part 2 (CNN); empty to skip.')
+_COHORT_CHUNKS = flags.DEFINE_list('cohort_chunks', ['1', '50'],
+                                   'Clients per chunk in part 2, each timed.')
+_COHORT_STEPS = flags.DEFINE_integer('cohort_steps', 1, 'Local steps per client in part 2.')
+_COHORT_BATCH = flags.DEFINE_integer('cohort_batch', 16, 'Batch size in part 2.')
+
+MIB = 2 ** 20
+
+
+def setup(name: str, clients: int, steps: int, batch: int, seed: int = 0):
+  """(apply_fn, params, ClientData) of random data with the model's input shape."""
+  if name == 'cnn':
+    config = ml_collections.ConfigDict({'model': 'cnn', 'model_config': {'hidden': _HIDDEN.value}})
+    classes, shape, dtype = 10, (28, 28, 1), jnp.float32
+  elif name == 'lstm':
+    config = ml_collections.ConfigDict(
+        {'model': 'lstm', 'model_config': {'hidden': (_LSTM_HIDDEN.value,) * 2}})
+    classes, shape, dtype = 80, (80,), jnp.int32
+  else:
+    raise ValueError(f'--models: {name!r} is not one of cnn, lstm')
+  model = models.get_model(config, classes)
+  params = model.init(jax.random.key(0), jnp.zeros((1,) + shape, dtype))['params']
+  rng = np.random.default_rng(seed)
+  lead = (clients, steps, batch)
+  x = (rng.random(lead + shape, dtype=np.float32) if dtype == jnp.float32
+       else rng.integers(0, classes, lead + shape, dtype=np.int32))
+  data = local.ClientData(jnp.asarray(x), jnp.asarray(rng.integers(0, classes, lead),
+                                                      dtype=jnp.int32), jnp.ones(lead, bool))
+  return (lambda p, x: model.apply({'params': p}, x)), params, data
+
+
+def memory_mib(compiled) -> float:
+  """XLA's buffer figure for one call: arguments + temporaries + outputs not aliased."""
+  m = compiled.memory_analysis()
+  if m is None:
+    return float('nan')
+  total = (m.argument_size_in_bytes + m.temp_size_in_bytes + m.output_size_in_bytes
+           - m.alias_size_in_bytes)
+  return total / MIB
+
+
+def aot(fn, *args):
+  """(compiled, compile seconds) of a jitted function for these arguments."""
+  start = time.perf_counter()
+  compiled = fn.lower(*args).compile()
+  return compiled, time.perf_counter() - start
+
+
+def fresh_state(params, mask):
+  # The round donates its state, so every call gets its own copy.
+  return federated.ServerState(jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, mask),
+                               jnp.int32(0))
+
+
+def three_ways(name: str) -> dict:
+  """Part 1 for one model: ours, loop, central; seconds, client-steps/s, compile, memory."""
+  c, b, e = _CLIENTS.value, _BATCH.value, _EPOCHS.value
+  s = _LSTM_STEPS.value if name == 'lstm' else _STEPS.value
+  apply_fn, params, data = setup(name, c, s, b)
+  mask = masks.ones_mask(params)
+  num_examples = jnp.full((c,), s * b, jnp.int32)
+  ids, key, lr = jnp.arange(c), jax.random.key(1), jnp.float32(0.05)
+  client_steps = c * s * e
+  train = lambda p, d, k: local.train(p, mask, d, k, apply_fn=apply_fn, optimizer='sgd',
+                                      learning_rate=lr, epochs=e).params
+
+  chunk = federated.resolve_chunk(_CHUNK.value)
+  round_args = (data, num_examples, ids, key, lr, None)
+  ours = {}
+  for way, k in (('ours', chunk), ('ours_vmap', 0)):
+    if way == 'ours' or chunk != 0:  # also one vmap of the whole cohort, where auto differs
+      fn = federated.make_round_fn(apply_fn, optimizer='sgd', local_epochs=e,
+                                   clients_per_chunk=k)
+      ours[way] = aot(fn, fresh_state(params, mask), *round_args)
+  one = jax.tree.map(lambda a: a[0], data)
+  client_c, loop_compile = aot(jax.jit(train), params, one, key)
+  central_data = jax.tree.map(lambda a: a.reshape((c * s,) + a.shape[2:]), data)
+  central_c, central_compile = aot(jax.jit(train), params, central_data, key)
+
+  def loop():
+    outs = [client_c(params, jax.tree.map(lambda a: a[i], data), jax.random.fold_in(key, i))
+            for i in range(c)]
+    return jax.tree.map(lambda *ps: sum(ps) / c, *outs)
+
+  run = lambda compiled: lambda: compiled(fresh_state(params, mask), *round_args)[0].params
+  ways = {
+      **{way: (run(compiled), compile_s, memory_mib(compiled))
+         for way, (compiled, compile_s) in ours.items()},
+      'loop': (loop, loop_compile, memory_mib(client_c)),
+      'central': (lambda: central_c(params, central_data, key), central_compile,
+                  memory_mib(central_c)),
+  }
+  results = {}
+  print(f'\n{name}: {c} clients x {s} steps x batch {b} x {e} epochs '
+        f'({client_steps} client-steps a round); ours: clients_per_chunk={_CHUNK.value} -> '
+        f'{chunk} on {jax.default_backend()}')
+  for way, (fn, compile_s, mem) in ways.items():
+    _, run_s = timing.time_call(fn, _REPEATS.value)
+    results[way] = dict(seconds=run_s, compile_seconds=compile_s,
+                        client_steps_per_s=client_steps / run_s, memory_mib=mem)
+    print(f'  {way:9s} {run_s:8.3f} s/round  {client_steps / run_s:8.1f} client-steps/s  '
+          f'compile {compile_s:5.1f} s  memory {mem:8.1f} MiB')
+  speedup = results['loop']['seconds'] / results['ours']['seconds']
+  ratio = results['ours']['seconds'] / results['central']['seconds']
+  print(f'  round vs loop speed-up (loop time / ours): {speedup:.2f}x')
+  print(f'  round vs central ratio (ours / central):   {ratio:.2f}x')
+  return dict(model=name, clients=c, steps=s, batch=b, epochs=e, clients_per_chunk=chunk,
+              round_vs_loop_speedup=speedup, round_vs_central_ratio=ratio,
+              **{f'{w}_{k}': v for w, r in results.items() for k, v in r.items()})
+
+
+def cohort_scaling() -> list[dict]:
+  """Part 2: our CNN round for growing cohorts, chunked, with the one-vmap memory beside it."""
+  s, b = _COHORT_STEPS.value, _COHORT_BATCH.value
+  rows = []
+  print(f'\ncohorts (cnn, {s} step(s) x batch {b} x 1 epoch per client)')
+  for cohort in (int(v) for v in _COHORTS.value):
+    apply_fn, params, data = setup('cnn', cohort, s, b)
+    mask = masks.ones_mask(params)
+    args = (data, jnp.full((cohort,), s * b, jnp.int32), jnp.arange(cohort), jax.random.key(1),
+            jnp.float32(0.05), None)
+    whole = federated.make_round_fn(apply_fn, optimizer='sgd', local_epochs=1)
+    whole_mem = memory_mib(whole.lower(fresh_state(params, mask), *args).compile())
+    for chunk in sorted({min(int(v), cohort) for v in _COHORT_CHUNKS.value}):
+      round_fn = federated.make_round_fn(apply_fn, optimizer='sgd', local_epochs=1,
+                                         clients_per_chunk=chunk)
+      compiled, compile_s = aot(round_fn, fresh_state(params, mask), *args)
+      _, run_s = timing.time_call(lambda: compiled(fresh_state(params, mask), *args)[0].params,
+                                  1)
+      row = dict(clients=cohort, clients_per_chunk=chunk, seconds=run_s,
+                 compile_seconds=compile_s, client_steps_per_s=cohort * s / run_s,
+                 memory_mib=memory_mib(compiled), one_vmap_memory_mib=whole_mem)
+      rows.append(row)
+      print(f'  {cohort:5d} clients, chunks of {chunk:4d}  {run_s:8.2f} s/round  '
+            f'{row["client_steps_per_s"]:7.1f} client-steps/s  compile {compile_s:5.1f} s  '
+            f'memory {row["memory_mib"]:8.1f} MiB (one vmap: {whole_mem:8.1f} MiB)')
+    del data, args
+  return rows
 
 
 def main(argv):
   del argv
-  c, s, b, e = _CLIENTS.value, _STEPS.value, _BATCH.value, _EPOCHS.value
-  config = ml_collections.ConfigDict({'model': _MODEL.value,
-                                      'model_config': {'hidden': _HIDDEN.value}})
-  model = models.get_model(config, 10)
-  apply_fn = lambda p, x: model.apply({'params': p}, x)
-  params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))['params']
-  mask = masks.ones_mask(params)
-  rng = np.random.default_rng(0)
-  data = local.ClientData(
-      jnp.asarray(rng.random((c, s, b, 28, 28, 1), dtype=np.float32)),
-      jnp.asarray(rng.integers(0, 10, (c, s, b)), dtype=jnp.int32),
-      jnp.ones((c, s, b), bool))
-  num_examples = jnp.full((c,), s * b, jnp.int32)
-  ids = jnp.arange(c)
-  key, lr = jax.random.key(1), jnp.float32(0.05)
-  client_steps = c * s * e
-
-  round_fn = federated.make_round_fn(apply_fn, optimizer='sgd', local_epochs=e,
-                                     clients_per_chunk=_CHUNK.value)
-
-  def ours():
-    state = federated.ServerState(jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, mask),
-                                  jnp.int32(0))  # the round donates its state
-    return round_fn(state, data, num_examples, ids, key, lr, None)[0].params
-
-  one_client = jax.jit(lambda p, d, k: local.train(
-      p, mask, d, k, apply_fn=apply_fn, optimizer='sgd', learning_rate=lr, epochs=e).params)
-
-  def loop():
-    outs = [one_client(params, jax.tree.map(lambda a: a[i], data), jax.random.fold_in(key, i))
-            for i in range(c)]
-    return jax.tree.map(lambda *ps: sum(ps) / c, *outs)
-
-  central_data = jax.tree.map(lambda a: a.reshape((1, c * s) + a.shape[2:]), data)
-  central_data = jax.tree.map(lambda a: a[0], central_data)
-  central_fn = jax.jit(lambda p, d, k: local.train(
-      p, mask, d, k, apply_fn=apply_fn, optimizer='sgd', learning_rate=lr, epochs=e).params)
-
-  results = {}
-  for name, fn in (('ours', ours), ('loop', loop),
-                   ('central', lambda: central_fn(params, central_data, key))):
-    first, run_s = timing.time_call(fn, _REPEATS.value)
-    compile_s = first - run_s
-    results[name] = dict(seconds=run_s, compile_seconds=compile_s,
-                         client_steps_per_s=client_steps / run_s)
-    print(f'{name:8s} {run_s:8.3f} s/round  {client_steps / run_s:8.1f} client-steps/s  '
-          f'compile {compile_s:6.1f} s')
+  parts = [three_ways(name) for name in _MODELS.value]
+  cohorts = cohort_scaling() if _COHORTS.value else []
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-  speedup = results['loop']['seconds'] / results['ours']['seconds']
-  central_ratio = results['ours']['seconds'] / results['central']['seconds']
-  print(f'round vs loop speed-up (loop time / ours): {speedup:.2f}x')
-  print(f'round vs central ratio (ours / central):   {central_ratio:.2f}x')
-  print(f'peak host memory: {peak:.0f} MiB   backend: {jax.default_backend()}')
-  print(json.dumps(dict(model=_MODEL.value, clients=c, clients_per_chunk=_CHUNK.value, steps=s, batch=b, epochs=e,
-                        backend=jax.default_backend(), round_vs_loop_speedup=speedup,
-                        round_vs_central_ratio=central_ratio, peak_host_mib=peak,
-                        **{f'{k}_{m}': v for k, r in results.items() for m, v in r.items()})))
+  device = jax.devices()[0]
+  stats = device.memory_stats() if hasattr(device, 'memory_stats') else None
+  device_peak = (stats or {}).get('peak_bytes_in_use', 0) / MIB
+  print(f'\npeak host memory (process): {peak:.0f} MiB   device peak: {device_peak:.0f} MiB   '
+        f'backend: {jax.default_backend()} ({device.device_kind}, {jax.device_count()} device(s))')
+  first = parts[0] if parts else {}
+  print(json.dumps(dict(
+      backend=jax.default_backend(), device=device.device_kind,
+      round_vs_loop_speedup=first.get('round_vs_loop_speedup'),
+      round_vs_central_ratio=first.get('round_vs_central_ratio'),
+      models=parts, cohorts=cohorts, peak_host_mib=peak, device_peak_mib=device_peak)))
 
 
 if __name__ == '__main__':

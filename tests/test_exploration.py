@@ -111,6 +111,19 @@ def test_explore_vmapped_equals_loop(setup):
   assert not np.allclose(w[0], w[1])
 
 
+@pytest.mark.parametrize('chunk', [1, 2])
+def test_explore_in_chunks_equals_one_vmap(setup, chunk):
+  """One explorer at a time (each stopping early on its own) or chunks of 2 (a remainder of 1):
+  the same deviations, losses and epochs as all explorers in one vmap."""
+  params0, data, client_ids, rng, out = setup
+  got = exploration.make_explore_fn(apply_fn, clients_per_chunk=chunk, **KW)(
+      params0, data, client_ids, rng)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4), got.sqdev,
+               out.sqdev)
+  np.testing.assert_allclose(got.final_loss, out.final_loss, rtol=1e-5)
+  np.testing.assert_array_equal(got.epochs_run, out.epochs_run)
+
+
 def test_explore_sqdev_nonnegative_and_positive_somewhere(setup):
   params0, _, _, _, out = setup
   for leaf, p in zip(jax.tree.leaves(out.sqdev), jax.tree.leaves(params0)):

@@ -219,3 +219,11 @@ def test_chunked_cohort_equals_one_vmap(params, mask, chunk):
   (s0, m0), (s1, m1) = outs
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), s0.params, s1.params)
   np.testing.assert_allclose(m0.client_loss, m1.client_loss, rtol=1e-6)
+
+
+def test_resolve_chunk_per_backend():
+  """0 is auto: one client at a time on a CPU without a mesh, the whole cohort otherwise."""
+  cpu = jax.default_backend() == 'cpu'
+  assert federated.resolve_chunk(0) == (1 if cpu else 0)
+  assert federated.resolve_chunk(0, mesh_devices=8) == 0
+  assert federated.resolve_chunk(4) == 4 and federated.resolve_chunk(1, mesh_devices=8) == 1

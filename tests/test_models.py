@@ -11,6 +11,7 @@ from flax import traverse_util
 
 from autoflip_jax import models
 from autoflip_jax.models.cnn import CNN, PatchConv, im2col
+from autoflip_jax.models.layers import max_pool_2x2
 
 
 @pytest.mark.parametrize('shape,features,kernel_size', [
@@ -32,6 +33,22 @@ def test_patch_conv_equals_flax_conv(shape, features, kernel_size):
   assert got.shape == want.shape == (shape[0], shape[1] - kernel_size[0] + 3,
                                      shape[2] - kernel_size[1] + 3, features)
   np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('shape,padding', [((2, 26, 26, 3), 1), ((1, 27, 25, 2), 1),
+                                           ((3, 5, 4, 1), 0), ((2, 7, 9, 2), 0), ((1, 1, 1, 1), 1)])
+def test_max_pool_2x2_equals_flax_max_pool(shape, padding):
+  """Values and gradients (random inputs: no ties) equal flax's reduce-window pooling, for even
+  and odd sizes, with and without padding."""
+  x = jax.random.normal(jax.random.PRNGKey(1), shape)
+  want_fn = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2), padding=((padding,) * 2,) * 2)
+  got_fn = lambda x: max_pool_2x2(x, padding)
+  want, got = want_fn(x), got_fn(x)
+  assert got.shape == want.shape
+  np.testing.assert_array_equal(got, want)
+  weights = jax.random.normal(jax.random.PRNGKey(2), want.shape)
+  grads = [jax.grad(lambda x: jnp.sum(f(x) * weights))(x) for f in (got_fn, want_fn)]
+  np.testing.assert_array_equal(grads[0], grads[1])
 
 
 def test_im2col_feature_layout():

@@ -17,7 +17,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 
-from autoflip_jax.models.layers import KeptUnits, PatchConv, im2col, unit_width, xavier
+from autoflip_jax.models.layers import KeptUnits, PatchConv, im2col, max_pool_2x2, unit_width
+from autoflip_jax.models.layers import xavier
 from autoflip_jax.models.units import Unit
 
 __all__ = ['CNN', 'PatchConv', 'im2col']
@@ -36,7 +37,7 @@ class CNN(nn.Module):
     for i, c in enumerate(self.channels):
       x = PatchConv(unit_width(self.kept_units, f'conv{i}', c), name=f'conv{i}')(x)
       x = nn.relu(x)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2), padding=((1, 1), (1, 1)))
+      x = max_pool_2x2(x, padding=1)
     x = x.reshape(x.shape[0], -1)  # HWC flatten: input feature i belongs to channel i % C.
     hidden = unit_width(self.kept_units, 'dense0', self.hidden)
     x = nn.relu(nn.Dense(hidden, kernel_init=xavier, name='dense0')(x))

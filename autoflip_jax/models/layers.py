@@ -92,6 +92,26 @@ def depthwise_conv(x_bhwc: jax.Array, kernel: jax.Array, stride: int) -> jax.Arr
   return jnp.sum(views * kernel.reshape(kh * kw, c), axis=-2)
 
 
+def max_pool_2x2(x_bhwc: jax.Array, padding: int = 1) -> jax.Array:
+  """2x2 max pooling with stride 2 and symmetric padding `padding` (PyTorch's
+  `MaxPool2d(2, padding=padding)`), as a reshape and a max.
+
+  The same values as `nn.max_pool(x, (2, 2), strides=(2, 2), padding=((p, p), (p, p)))`, but
+  XLA:CPU runs a reduce-window and its select-and-scatter gradient several times slower than a
+  max over a reshaped axis, whose gradient is elementwise (the pooling was about a quarter of the
+  CNN's training step; `benchmarks/round_throughput.py`). At ties the gradient is shared among
+  the tied inputs rather than given to one; both are subgradients, and after a ReLU the tied
+  zeros get no gradient either way.
+  """
+  _, h, w, _ = x_bhwc.shape
+  oh, ow = _out_size(h, 2, 2, padding), _out_size(w, 2, 2, padding)
+  # Pad to exactly 2 * out (negative high padding crops a row no window reaches).
+  config = ((0, 0, 0), (padding, 2 * oh - h - padding, 0), (padding, 2 * ow - w - padding, 0),
+            (0, 0, 0))
+  x = jax.lax.pad(x_bhwc, jnp.array(-jnp.inf, x_bhwc.dtype), config)
+  return jnp.max(x.reshape(x.shape[0], oh, 2, ow, 2, x.shape[-1]), axis=(2, 4))
+
+
 class PatchConv(nn.Module):
   """2-D convolution as image patches (`im2col`) times a kernel matmul; symmetric zero padding."""
   features: int

@@ -80,8 +80,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.eflprune_interval = 5
   config.eflprune_steps = 3
 
-  # Engine: the cohort is trained in chunks of this many clients (vmap inside a chunk, a scan
-  # over chunks); 0 trains the whole cohort in one vmap. Results do not depend on it.
+  # Engine: the cohort (and the explorers) are trained in chunks of this many clients (vmap
+  # inside a chunk, a scan over chunks), all in one program. 0 = auto: one client at a time on a
+  # CPU (fastest there), the whole cohort in one vmap on a GPU/TPU or a mesh. Set e.g. 50 when a
+  # GPU cannot hold the whole cohort. Results do not depend on it.
   config.clients_per_chunk = 0
   # Devices on the mesh's `clients` axis (1: no mesh). After jax.distributed.initialize() on a
   # pod, jax.devices() spans every host.
