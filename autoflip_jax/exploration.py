@@ -52,7 +52,7 @@ def make_explore_fn(apply_fn, *, optimizer: str, learning_rate: float, epochs: i
                     patience: int, trajectory: bool = False, clients_per_chunk: int = 0):
   """Returns jitted `explore(params0, data [K, steps, batch, ...], client_ids [K], rng)`.
 
-  All explorers in one program, `clients_per_chunk` at a time (`federated.map_clients`: 0 one
+  All explorers in one program, `clients_per_chunk` at a time (`federated.chunked_map`: 0 one
   vmap, 1 one explorer after another, which also lets each stop early on its own).
   """
   def explore(params0, data: local.ClientData, client_ids, rng) -> Exploration:
@@ -60,7 +60,7 @@ def make_explore_fn(apply_fn, *, optimizer: str, learning_rate: float, epochs: i
     one = lambda d, k: explore_client(params0, d, k, apply_fn=apply_fn, optimizer=optimizer,
                                       learning_rate=learning_rate, epochs=epochs,
                                       patience=patience, trajectory=trajectory)
-    sqdev, loss, epochs_run = federated.map_clients(one, (data, keys), clients_per_chunk)
+    sqdev, loss, epochs_run = federated.chunked_map(one, (data, keys), clients_per_chunk)
     return Exploration(sqdev, loss, epochs_run)
   return jax.jit(explore)
 

@@ -92,17 +92,17 @@ def vmap_clients(fn: Callable, chunk: int) -> Callable:
   return one
 
 
-def map_clients(fn: Callable, xs: PyTree, clients_per_chunk: int) -> PyTree:
-  """`fn` over the leading client axis of `xs`, `clients_per_chunk` clients at a time.
+def chunked_map(fn: Callable, xs: tuple, chunk: int) -> PyTree:
+  """`fn(*x)` over the leading axis of the arrays in `xs` (clients, thresholds), `chunk` at a time.
 
   0: one `vmap`; 1: a `lax.map` of unbatched calls; k: `lax.map` over `vmap`ped chunks of k
-  (the remainder in one more vmap). Memory grows with the chunk, not the number of clients.
+  (the remainder in one more vmap). Memory grows with the chunk, not with the axis.
   """
-  if clients_per_chunk == 0:
+  if chunk == 0:
     return jax.vmap(fn)(*xs)
-  if clients_per_chunk == 1:
+  if chunk == 1:
     return jax.lax.map(lambda a: fn(*a), xs)
-  return jax.lax.map(lambda a: fn(*a), xs, batch_size=clients_per_chunk)
+  return jax.lax.map(lambda a: fn(*a), xs, batch_size=chunk)
 
 
 def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Array,

@@ -66,18 +66,32 @@ def _take(tree: PyTree, index: jax.Array) -> PyTree:
 
 
 def make_sweep_round_fn(apply_fn, *, optimizer: str, local_epochs: int,
-                        clients_per_chunk: int = 0):
+                        clients_per_chunk: int = 0, thresholds_per_chunk: int = 0):
   """Returns the jitted sweep round `(stacked state, data, num_examples, ids, rng, lr, aux)`.
 
-  `federated.round_body` `vmap`ped over the leading axis of the state (params, mask and round of
-  each threshold); the cohort's data, ids, key, learning rate and aux are shared. The metrics
-  come back with the same leading axis. The state's buffers are donated, as in
-  `federated.make_round_fn`.
+  `federated.round_body` over the leading axis of the state (params, mask and round of each
+  threshold), `thresholds_per_chunk` thresholds at a time (`federated.chunked_map`: 0 `vmap`s
+  all of them, the layout for GPUs and TPUs; 1 trains one after another, faster on a CPU, see
+  `resolve_threshold_chunk`); the cohort's data, ids, key, learning rate and aux are shared.
+  Either way it is one program. The metrics come back with the same leading axis. The state's
+  buffers are donated, as in `federated.make_round_fn`.
   """
   body = functools.partial(federated.round_body, apply_fn=apply_fn, optimizer=optimizer,
                            local_epochs=local_epochs, clients_per_chunk=clients_per_chunk)
-  return jax.jit(jax.vmap(body, in_axes=(0, None, None, None, None, None, None)),
-                 donate_argnums=(0,))
+
+  def sweep_round(state, data, num_examples, client_ids, rng, learning_rate, aux):
+    one = lambda st: body(st, data, num_examples, client_ids, rng, learning_rate, aux)
+    return federated.chunked_map(one, (state,), thresholds_per_chunk)
+  return jax.jit(sweep_round, donate_argnums=(0,))
+
+
+def resolve_threshold_chunk(clients_per_chunk: int) -> int:
+  """Thresholds side by side (0, `vmap`) or one after another (1), as the clients are.
+
+  Where the clients are trained one at a time (auto on a CPU, `federated.resolve_chunk`), a
+  vmap over thresholds would bring back the batched program that is slower there.
+  """
+  return 1 if clients_per_chunk == 1 else 0
 
 
 def run_sweep(config, tps: Sequence[float], *, model, params0: PyTree, pack, dataset, positions,
@@ -123,9 +137,10 @@ def run_sweep(config, tps: Sequence[float], *, model, params0: PyTree, pack, dat
     logging.info('[%s] resumed from the checkpoint of round %d', CHECKPOINT_NAME, start_round)
 
   state = federated.replicate(state, mesh)
+  chunk = federated.resolve_chunk(config.clients_per_chunk, config.mesh_devices)
   round_fn = make_sweep_round_fn(
       apply_fn, optimizer=config.optimizer, local_epochs=config.local_epochs,
-      clients_per_chunk=federated.resolve_chunk(config.clients_per_chunk, config.mesh_devices))
+      clients_per_chunk=chunk, thresholds_per_chunk=resolve_threshold_chunk(chunk))
   threshold_masks = [unstack(state.mask, i) for i in range(k)]
   costs = [train.cost_fields(params0, m, positions) for m in threshold_masks]
   train_rng = jax.random.fold_in(rng, 1)

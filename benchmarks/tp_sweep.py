@@ -1,7 +1,9 @@
-"""Times a Tp sweep's round two ways, side by side in one run.
+"""Times a Tp sweep's round, side by side in one run.
 
-  (a) sweep: the K thresholds' models stacked and trained by ONE jitted program,
-      `federated.round_body` `vmap`ped over the threshold axis (`tp_sweep.make_sweep_round_fn`);
+  (a) sweep: the K thresholds' models stacked and trained by ONE jitted program
+      (`tp_sweep.make_sweep_round_fn`) in the layout a run picks for this backend: thresholds
+      `vmap`ped on GPUs/TPUs, one after another inside the program on a CPU;
+  (a') sweep_vmap: on a CPU, also the vmapped layout, for comparison;
   (b) sequential: K calls of the plain jitted round (`federated.make_round_fn`), one per
       threshold's mask: what K separate runs (`experiments/sweep.py`) spend per round.
 
@@ -33,7 +35,8 @@ _BATCH = flags.DEFINE_integer('batch', 32, 'Batch size.')
 _EPOCHS = flags.DEFINE_integer('epochs', 2, 'Local epochs.')
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed repetitions (median reported).')
 _HIDDEN = flags.DEFINE_integer('hidden', 512, 'CNN hidden units.')
-_CHUNK = flags.DEFINE_integer('chunk', 0, 'Clients per chunk in the round (0: whole cohort).')
+_CHUNK = flags.DEFINE_integer('chunk', 0, 'config.clients_per_chunk (0: auto, '
+                             'federated.resolve_chunk).')
 
 
 def main(argv):
@@ -58,16 +61,21 @@ def main(argv):
   num_examples = jnp.full((c,), s * b, jnp.int32)
   ids = jnp.arange(c)
   key, lr = jax.random.key(1), jnp.float32(0.05)
-  kw = dict(optimizer='sgd', local_epochs=e, clients_per_chunk=_CHUNK.value)
-
-  sweep_fn = tp_sweep.make_sweep_round_fn(apply_fn, **kw)
+  chunk = federated.resolve_chunk(_CHUNK.value)
+  kw = dict(optimizer='sgd', local_epochs=e, clients_per_chunk=chunk)
+  layouts = {'sweep': tp_sweep.resolve_threshold_chunk(chunk), 'sweep_vmap': 0}
+  sweep_fns = {name: tp_sweep.make_sweep_round_fn(apply_fn, thresholds_per_chunk=t, **kw)
+               for name, t in layouts.items()
+               if name == 'sweep' or t != layouts['sweep']}
   stacked_params, stacked_mask = tp_sweep.stack([params] * k), tp_sweep.stack(mask_list)
 
-  def sweep():
-    state = federated.ServerState(jax.tree.map(jnp.copy, stacked_params),
-                                  jax.tree.map(jnp.copy, stacked_mask),
-                                  jnp.zeros((k,), jnp.int32))  # the round donates its state
-    return sweep_fn(state, data, num_examples, ids, key, lr, None)[0].params
+  def sweep_with(sweep_fn):
+    def sweep():
+      state = federated.ServerState(jax.tree.map(jnp.copy, stacked_params),
+                                    jax.tree.map(jnp.copy, stacked_mask),
+                                    jnp.zeros((k,), jnp.int32))  # the round donates its state
+      return sweep_fn(state, data, num_examples, ids, key, lr, None)[0].params
+    return sweep
 
   round_fn = federated.make_round_fn(apply_fn, **kw)
 
@@ -80,14 +88,15 @@ def main(argv):
     return outs
 
   results = {}
-  for name, fn in (('sweep', sweep), ('sequential', sequential)):
+  ways = [(name, sweep_with(fn)) for name, fn in sweep_fns.items()] + [('sequential', sequential)]
+  for name, fn in ways:
     first, run_s = timing.time_call(fn, _REPEATS.value)
     compile_s = first - run_s
     results[name] = dict(seconds=run_s, compile_seconds=compile_s)
     print(f'{name:10s} {run_s:8.3f} s/round for {k} thresholds  ({run_s / k:.3f} s a threshold)'
           f'  compile {compile_s:6.1f} s')
   # The two must train the same models (up to float rounding of the batched program).
-  swept, seq = sweep(), sequential()
+  swept, seq = ways[0][1](), sequential()
   diff = max(float(jnp.max(jnp.abs(a[i] - bb)) / jnp.maximum(jnp.max(jnp.abs(bb)), 1e-12))
              for i in range(k) for a, bb in zip(jax.tree.leaves(swept), jax.tree.leaves(seq[i])))
   speedup = results['sequential']['seconds'] / results['sweep']['seconds']
@@ -95,7 +104,7 @@ def main(argv):
   print(f'params sweep vs sequential: max |difference| / max |param| of a tensor {diff:.2e}   '
         f'backend: {jax.default_backend()}')
   print(json.dumps(dict(model='cnn', hidden=_HIDDEN.value, tps=tps, clients=c,
-                        clients_per_chunk=_CHUNK.value, steps=s, batch=b, epochs=e,
+                        clients_per_chunk=chunk, thresholds_per_chunk=layouts['sweep'], steps=s, batch=b, epochs=e,
                         backend=jax.default_backend(), sweep_vs_sequential_speedup=speedup,
                         max_relative_param_difference=diff,
                         **{f'{n}_{m}': v for n, r in results.items() for m, v in r.items()})))

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from autoflip_jax import checkpoint, masks, models, tp_sweep, train
+from autoflip_jax import checkpoint, federated, local, masks, models, tp_sweep, train
 from tests.helpers import tiny_config
 
 TPS = (0.1, 0.3)
@@ -131,3 +131,30 @@ def test_finished_sweep_is_not_run_again(sweep, monkeypatch):
   rows = train.train_and_evaluate(tiny_config(tp_sweep='0.1,0.3', **SMALL), workdir)
   assert rows == json.loads(json.dumps(summary))
 
+
+
+def test_vmapped_and_mapped_threshold_layouts_agree():
+  """Thresholds vmapped (GPU/TPU layout) or one after another (CPU layout): the same models."""
+  config = tiny_config()
+  model = models.get_model(config, 10)
+  apply_fn = lambda p, x: model.apply({'params': p}, x)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))['params']
+  guidance = jax.tree.map(lambda p: jax.random.uniform(jax.random.key(p.size), p.shape), params)
+  stacked_masks = tp_sweep.stack([masks.hybrid_mask(guidance, tp, model.units()) for tp in TPS])
+  rng = np.random.default_rng(0)
+  data = local.ClientData(jnp.asarray(rng.random((2, 1, 4, 28, 28, 1), np.float32)),
+                                jnp.asarray(rng.integers(0, 10, (2, 1, 4)), jnp.int32),
+                                jnp.ones((2, 1, 4), bool))
+  outs = []
+  for layout in (0, 1):
+    fn = tp_sweep.make_sweep_round_fn(apply_fn, optimizer='sgd', local_epochs=1,
+                                      clients_per_chunk=1, thresholds_per_chunk=layout)
+    state = federated.ServerState(tp_sweep.stack([params] * len(TPS)),  # donated: copies
+                                  jax.tree.map(jnp.copy, stacked_masks),
+                                  jnp.zeros((len(TPS),), jnp.int32))
+    outs.append(fn(state, data, jnp.array([4, 4]), jnp.arange(2), jax.random.key(1),
+                   jnp.float32(0.1), None)[0])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), outs[0].params,
+               outs[1].params)
+  assert not np.allclose(outs[0].params['dense0']['kernel'][0],
+                         outs[0].params['dense0']['kernel'][1])  # the thresholds differ
