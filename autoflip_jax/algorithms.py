@@ -95,7 +95,7 @@ def init_autoflip_sweep(params0: PyTree, tps: Sequence[float], *, config, apply_
       apply_fn, optimizer=config.optimizer, learning_rate=config.learning_rate,
       epochs=config.e_exp, patience=config.patience,
       trajectory=config.exploration_trajectory,
-      clients_per_chunk=federated.resolve_chunk(config.clients_per_chunk, config.mesh_devices))
+      clients_per_chunk=federated.chunk_for(config))
   start = time.time()
   data, num_examples = pack(ids)
   result = explore(params0, data, jnp.asarray(ids), rng)

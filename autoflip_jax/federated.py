@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autoflip_jax import local
+from autoflip_jax import local, models
 from autoflip_jax.masks import apply_mask
 
 PyTree = Any
@@ -65,17 +65,26 @@ def _finish(avg: PyTree, num_examples: jax.Array, mask: PyTree, fallback: PyTree
   return apply_mask(avg, mask)
 
 
-def resolve_chunk(clients_per_chunk: int, mesh_devices: int = 1) -> int:
+def resolve_chunk(clients_per_chunk: int, mesh_devices: int = 1,
+                  vmap_on_cpu: bool = False) -> int:
   """`config.clients_per_chunk` for this backend: 0 (auto) is 1 on a CPU without a mesh, else 0.
 
   On a CPU the cores are already busy inside one client's matmuls, and a vmapped cohort only
   makes every activation and im2col copy `clients` times larger than the caches: one client at
-  a time, inside the same program, is faster (`benchmarks/round_throughput.py`). GPUs and TPUs
-  need the whole cohort in one vmap to fill the device; a mesh splits it over devices.
+  a time, inside the same program, is faster (`benchmarks/round_throughput.py`). Models whose
+  step is many small sequential matmuls (`vmap_on_cpu`: the LSTM) gain from the vmap instead.
+  GPUs and TPUs need the whole cohort in one vmap to fill the device; a mesh splits it.
   """
-  if clients_per_chunk == 0 and jax.default_backend() == 'cpu' and mesh_devices <= 1:
+  if (clients_per_chunk == 0 and jax.default_backend() == 'cpu' and mesh_devices <= 1
+      and not vmap_on_cpu):
     return 1
   return clients_per_chunk
+
+
+def chunk_for(config) -> int:
+  """`resolve_chunk` for an experiment config (its model, chunk setting and mesh)."""
+  return resolve_chunk(config.clients_per_chunk, config.mesh_devices,
+                       config.model in models.VMAP_CLIENTS_ON_CPU)
 
 
 def vmap_clients(fn: Callable, chunk: int) -> Callable:

@@ -137,7 +137,7 @@ def run_sweep(config, tps: Sequence[float], *, model, params0: PyTree, pack, dat
     logging.info('[%s] resumed from the checkpoint of round %d', CHECKPOINT_NAME, start_round)
 
   state = federated.replicate(state, mesh)
-  chunk = federated.resolve_chunk(config.clients_per_chunk, config.mesh_devices)
+  chunk = federated.chunk_for(config)
   round_fn = make_sweep_round_fn(
       apply_fn, optimizer=config.optimizer, local_epochs=config.local_epochs,
       clients_per_chunk=chunk, thresholds_per_chunk=resolve_threshold_chunk(chunk))

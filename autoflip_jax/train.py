@@ -197,7 +197,7 @@ def make_round(config, apply_fn, hooks: algorithms.Hooks):
   return federated.make_round_fn(
       apply_fn, optimizer=config.optimizer, local_epochs=config.local_epochs,
       mask_fn=hooks.mask_fn, track_grad_sq=hooks.track_grad_sq,
-      clients_per_chunk=federated.resolve_chunk(config.clients_per_chunk, config.mesh_devices))
+      clients_per_chunk=federated.chunk_for(config))
 
 
 def run_algorithm(name: str, config, *, model, params0, pack, dataset, positions, rng,

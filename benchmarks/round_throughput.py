@@ -6,12 +6,15 @@ Part 1, for each of `--models` (the six-layer CNN, the LSTM):
       host (the FedJAX / Flower pattern);
   (c) central: one model trained on all the cohort's examples, the same number of optimizer steps
       of the same batch size (the hardware's limit for this work).
-Part 2, `--cohorts`: our round for cohorts of 10, 100, 1,000 clients, trained in chunks of
-each of `--cohort_chunks` clients (a scan over vmapped chunks): time, compile time and XLA's memory figure,
-next to the memory the same cohort would need in one vmap (compiled, not run).
+Part 1 also times our round in the other layout (`ours_vmap` or `ours_1by1`, see
+`federated.resolve_chunk`). Part 2, `--cohorts`: our CNN round for cohorts of 10, 100, 1,000
+clients, trained in chunks of each of `--cohort_chunks` clients (a scan over vmapped chunks):
+time, compile time and XLA's memory figure, next to the memory the same cohort would need in one
+vmap (compiled, not run).
 
 Each way is compiled ahead of time (`jit(...).lower(...).compile()`), so compile time and run time
-are separate; run time is the median of `--repeats` calls. Memory is XLA's buffer assignment
+are separate; run time is the median of `--repeats` calls, the ways timed in turns
+(`timing.time_interleaved`). Memory is XLA's buffer assignment
 (`compiled.memory_analysis()`: arguments + temporaries + outputs not aliased to arguments), the
 same figure on CPU, GPU and TPU; on a GPU also the allocator's peak. The last line is one JSON
 object (`round_vs_loop_speedup` = loop time / ours, `round_vs_central_ratio` = ours / central,
@@ -115,14 +118,15 @@ def three_ways(name: str) -> dict:
   train = lambda p, d, k: local.train(p, mask, d, k, apply_fn=apply_fn, optimizer='sgd',
                                       learning_rate=lr, epochs=e).params
 
-  chunk = federated.resolve_chunk(_CHUNK.value)
+  chunk = federated.resolve_chunk(_CHUNK.value,
+                                  vmap_on_cpu=name in models.VMAP_CLIENTS_ON_CPU)
   round_args = (data, num_examples, ids, key, lr, None)
+  # Ours as a run would pick it, and the other layout beside it (one vmap <-> one at a time).
+  other = ('ours_1by1', 1) if chunk == 0 else ('ours_vmap', 0)
   ours = {}
-  for way, k in (('ours', chunk), ('ours_vmap', 0)):
-    if way == 'ours' or chunk != 0:  # also one vmap of the whole cohort, where auto differs
-      fn = federated.make_round_fn(apply_fn, optimizer='sgd', local_epochs=e,
-                                   clients_per_chunk=k)
-      ours[way] = aot(fn, fresh_state(params, mask), *round_args)
+  for way, k in (('ours', chunk), other):
+    fn = federated.make_round_fn(apply_fn, optimizer='sgd', local_epochs=e, clients_per_chunk=k)
+    ours[way] = aot(fn, fresh_state(params, mask), *round_args)
   one = jax.tree.map(lambda a: a[0], data)
   client_c, loop_compile = aot(jax.jit(train), params, one, key)
   central_data = jax.tree.map(lambda a: a.reshape((c * s,) + a.shape[2:]), data)
@@ -141,12 +145,14 @@ def three_ways(name: str) -> dict:
       'central': (lambda: central_c(params, central_data, key), central_compile,
                   memory_mib(central_c)),
   }
+  seconds = timing.time_interleaved({way: fn for way, (fn, _, _) in ways.items()},
+                                    _REPEATS.value)
   results = {}
   print(f'\n{name}: {c} clients x {s} steps x batch {b} x {e} epochs '
         f'({client_steps} client-steps a round); ours: clients_per_chunk={_CHUNK.value} -> '
         f'{chunk} on {jax.default_backend()}')
-  for way, (fn, compile_s, mem) in ways.items():
-    _, run_s = timing.time_call(fn, _REPEATS.value)
+  for way, (_, compile_s, mem) in ways.items():
+    run_s = seconds[way]
     results[way] = dict(seconds=run_s, compile_seconds=compile_s,
                         client_steps_per_s=client_steps / run_s, memory_mib=mem)
     print(f'  {way:9s} {run_s:8.3f} s/round  {client_steps / run_s:8.1f} client-steps/s  '

@@ -17,3 +17,18 @@ def time_call(fn, repeats: int) -> tuple[float, float]:
     jax.block_until_ready(fn())
     times.append(time.perf_counter() - start)
   return first, statistics.median(times)
+
+
+def time_interleaved(fns: dict, repeats: int) -> dict:
+  """{name: median seconds} of `repeats` calls of each function, taken in turns (a, b, c, a, b,
+  c, ...) after one warm-up call each, so that a drift of the machine's speed during the run
+  (other jobs, clocks) falls on every way alike instead of on whichever ran last."""
+  for fn in fns.values():
+    jax.block_until_ready(fn())
+  times = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      jax.block_until_ready(fn())
+      times[name].append(time.perf_counter() - start)
+  return {name: statistics.median(t) for name, t in times.items()}

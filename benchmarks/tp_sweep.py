@@ -104,7 +104,8 @@ def main(argv):
   print(f'params sweep vs sequential: max |difference| / max |param| of a tensor {diff:.2e}   '
         f'backend: {jax.default_backend()}')
   print(json.dumps(dict(model='cnn', hidden=_HIDDEN.value, tps=tps, clients=c,
-                        clients_per_chunk=chunk, thresholds_per_chunk=layouts['sweep'], steps=s, batch=b, epochs=e,
+                        clients_per_chunk=chunk, thresholds_per_chunk=layouts['sweep'],
+                        steps=s, batch=b, epochs=e,
                         backend=jax.default_backend(), sweep_vs_sequential_speedup=speedup,
                         max_relative_param_difference=diff,
                         **{f'{n}_{m}': v for n, r in results.items() for m, v in r.items()})))

@@ -226,4 +226,5 @@ def test_resolve_chunk_per_backend():
   cpu = jax.default_backend() == 'cpu'
   assert federated.resolve_chunk(0) == (1 if cpu else 0)
   assert federated.resolve_chunk(0, mesh_devices=8) == 0
+  assert federated.resolve_chunk(0, vmap_on_cpu=True) == 0  # the LSTM: vmapped on a CPU too
   assert federated.resolve_chunk(4) == 4 and federated.resolve_chunk(1, mesh_devices=8) == 1

@@ -25,6 +25,10 @@ from autoflip_jax.models.resnet import ResNet18
 from autoflip_jax.models.units import Unit, get_path
 
 MODELS = ('cnn', 'resnet18', 'efficientnet_b3', 'lstm')
+# Models whose clients train faster vmapped than one at a time on a CPU (`federated.resolve_chunk`):
+# the LSTM's step is 80 small sequential matmuls, which a vmap over clients makes larger
+# (measured with benchmarks/round_throughput.py; the convolutional models are the other way).
+VMAP_CLIENTS_ON_CPU = ('lstm',)
 
 
 def validate(config) -> None:
@@ -53,4 +57,4 @@ def get_model(config, num_classes: int) -> nn.Module:
   raise AssertionError(config.model)
 
 
-__all__ = ['MODELS', 'Unit', 'get_model', 'get_path', 'validate']
+__all__ = ['MODELS', 'VMAP_CLIENTS_ON_CPU', 'Unit', 'get_model', 'get_path', 'validate']

@@ -137,7 +137,7 @@ class PatchConv(nn.Module):
 
 
 def same_conv(features: int, k: int, stride: int, name: str) -> PatchConv:
-  """A bias-free k x k `PatchConv` with 'same' padding and He (fan-out) init (ResNet, EfficientNet)."""
+  """A bias-free k x k `PatchConv`, 'same' padding, He (fan-out) init (ResNet, EfficientNet)."""
   return PatchConv(features, kernel_size=(k, k), padding=(k - 1) // 2, strides=stride,
                    use_bias=False, kernel_init=he_fan_out, name=name)
 
