@@ -11,6 +11,11 @@ Layout of a workdir:
 Everything else a round needs is a function of (seed, round): the cohort, the learning rate and
 every PRNG key (`fold_in`). So a run resumed from round r ends with exactly the params and metrics
 of an uninterrupted run.
+
+Multi-process runs (`autoflip_jax/distributed.py`): every process runs the same code on the same
+workdir. Orbax checkpoints are saved and restored by ALL processes together (orbax coordinates
+them); they hold global arrays, replicated on the run's mesh (`Checkpointer(mesh=...)`). The
+other files are written by process 0 alone (`is_writer`) and read by every process.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from autoflip_jax import federated
+
 PyTree = Any
 
 
@@ -29,8 +36,24 @@ class CheckpointError(RuntimeError):
   """A workdir's checkpoint cannot be used; the message says what to do. Nothing is overwritten."""
 
 
+def is_writer() -> bool:
+  """Whether this process writes the workdir's files other than checkpoints: process 0."""
+  return jax.process_index() == 0
+
+
+def _write_atomic(path: str, text: str) -> None:
+  """Writes `path` whole or not at all, so another process never reads half of it."""
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
 def check_workdir_config(workdir: str, config_dict: dict) -> None:
-  """Writes `config.json`, or checks that an existing one holds the same config."""
+  """Writes `config.json`, or checks that an existing one holds the same config.
+
+  Every process checks; only process 0 writes (`is_writer`).
+  """
   path = os.path.join(workdir, 'config.json')
   text = json.dumps(config_dict, sort_keys=True, default=str)
   if os.path.exists(path):
@@ -43,8 +66,8 @@ def check_workdir_config(workdir: str, config_dict: dict) -> None:
           f'{workdir} holds a run with a different config (fields: {", ".join(diff)}). Rerun '
           f'with the same config to resume it, or choose a new --workdir.')
     return
-  with open(path, 'w') as f:
-    f.write(text)
+  if is_writer():
+    _write_atomic(path, text)
 
 
 def load_progress(workdir: str) -> dict:
@@ -56,17 +79,24 @@ def load_progress(workdir: str) -> dict:
 
 
 def save_progress(workdir: str, progress: dict) -> None:
-  tmp = os.path.join(workdir, 'progress.json.tmp')
-  with open(tmp, 'w') as f:
-    json.dump(progress, f, indent=2, default=str)
-  os.replace(tmp, os.path.join(workdir, 'progress.json'))
+  """Writes `progress.json` (process 0 only, `is_writer`)."""
+  if is_writer():
+    _write_atomic(os.path.join(workdir, 'progress.json'),
+                  json.dumps(progress, indent=2, default=str))
 
 
 class Checkpointer:
-  """Orbax `CheckpointManager` for one algorithm's server state, aux arrays and totals."""
+  """Orbax `CheckpointManager` for one algorithm's server state, aux arrays and totals.
 
-  def __init__(self, directory: str, every: int, keep: int = 2):
+  With a `mesh` (`federated.client_mesh`) every array is saved as a global array replicated on
+  it, and restored onto that sharding: a multi-process run cannot save one process's host-local
+  arrays. Every process must then call `maybe_save` and `restore` alike.
+  """
+
+  def __init__(self, directory: str, every: int, keep: int = 2,
+               mesh: jax.sharding.Mesh | None = None):
     self._every = every
+    self._mesh = mesh
     self._manager = ocp.CheckpointManager(
         os.path.abspath(directory), options=ocp.CheckpointManagerOptions(max_to_keep=keep,
                                                                           create=True))
@@ -76,13 +106,22 @@ class Checkpointer:
 
   def maybe_save(self, round_num: int, tree: PyTree, meta: dict, force: bool = False) -> None:
     if force or round_num % self._every == 0:
+      tree = federated.replicate(tree, self._mesh)
       self._manager.save(round_num, args=ocp.args.Composite(
           tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True)
       self._manager.wait_until_finished()
 
   def restore(self, round_num: int, like: PyTree) -> tuple[PyTree, dict]:
-    """Restores the tree shaped like `like` (arrays or ShapeDtypeStructs) and its totals."""
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    """Restores the tree shaped like `like` (arrays or ShapeDtypeStructs) and its totals.
+
+    With a mesh the arrays come back replicated on it, whatever `like`'s shardings.
+    """
+    if self._mesh is None:
+      abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    else:
+      spec = jax.sharding.NamedSharding(self._mesh, jax.sharding.PartitionSpec())
+      abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=spec),
+                              like)
     try:
       out = self._manager.restore(round_num, args=ocp.args.Composite(
           tree=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))

@@ -24,7 +24,6 @@ evaluation.
 from __future__ import annotations
 
 import functools
-import os
 import time
 from typing import Any, Sequence
 
@@ -33,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autoflip_jax import accounting, algorithms, checkpoint, federated, masks, report, train
+from autoflip_jax import accounting, algorithms, checkpoint, federated, masks, train
 from autoflip_jax.masks import apply_mask
 
 PyTree = Any
@@ -152,12 +151,13 @@ def run_sweep(config, tps: Sequence[float], *, model, params0: PyTree, pack, dat
     lr = train.round_learning_rate(config, r)
     state, met = round_fn(state, batch, num_examples, federated.shard_clients(ids, mesh),
                           train_rng, jnp.float32(lr), None)
-    train_losses = np.asarray(met.train_loss)
-    client_losses = np.asarray(met.client_loss)
+    train_losses = np.asarray(train.host_value(met.train_loss))
     round_seconds = time.time() - t0
-    for i, name in enumerate(names):
-      train.check_finite(name, r, float(train_losses[i]), client_losses[i], ids,
-                         ckpt.latest_round())
+    if not np.all(np.isfinite(train_losses)):  # the clients' losses only to name the culprits
+      client_losses = train.host_value(met.client_loss)
+      for i, name in enumerate(names):
+        train.check_finite(name, r, float(train_losses[i]), client_losses[i], ids,
+                           ckpt.latest_round())
     for i, name in enumerate(names):
       t1 = time.time()
       up, down = train.round_traffic(costs[i], total, len(ids), totals[i]['mask_is_new'])
@@ -176,7 +176,7 @@ def run_sweep(config, tps: Sequence[float], *, model, params0: PyTree, pack, dat
     ckpt.maybe_save(r, train._ckpt_tree(state, None, None), _meta(names, totals),
                     force=r == config.num_rounds)
     if r % config.checkpoint_every == 0:  # plots a person can watch while the run goes on
-      report.plot_metrics(writer.path, os.path.dirname(writer.path))
+      writer.plot()
   return [dict(train.summary_row(name, totals[i], params0, threshold_masks[i], positions, units),
                tp=tp) for i, (name, tp) in enumerate(zip(names, tps))]
 

@@ -10,6 +10,10 @@ round. Fields: round, algorithm, test_accuracy, test_loss, train_loss, kept_para
 compression, sparsity, flops_per_example (sparse), flops_structured, flops_dense, bytes_up,
 bytes_down (this round, all sampled clients), cum_bytes_up, cum_bytes_down, learning_rate,
 round_seconds.
+
+Multi-process runs (`autoflip_jax/distributed.py`): every process runs this same job; process 0
+alone writes the files (`checkpoint.is_writer`) except the orbax checkpoints, which every process
+saves together.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
@@ -63,29 +68,55 @@ def make_eval_fn(apply_fn, batch_size: int):
   return evaluate
 
 
+def host_value(a):
+  """`a` as a NumPy value on this host; an array spanning processes is read whole.
+
+  A replicated global array gives its local copy; a sharded one is gathered from every process
+  (a collective: every process must call this alike). Anything else passes through unchanged.
+  """
+  if not isinstance(a, jax.Array) or a.is_fully_addressable:
+    return a
+  if a.is_fully_replicated:
+    return np.asarray(a.addressable_data(0))
+  return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+
+
 class MetricsWriter:
   """`metrics.jsonl`, one JSON row per line, flushed per row so a crash keeps what was done.
 
   On resume, `reset(algorithm, upto)` drops that algorithm's rows after round `upto` (they belong
-  to rounds the checkpoint does not hold and will be run again).
+  to rounds the checkpoint does not hold and will be run again). In a multi-process run only
+  process 0 (`checkpoint.is_writer`) reads and writes the file; the others write nothing.
   """
 
   def __init__(self, path: str):
     self.path = path
     self._rows = []
-    if os.path.exists(path):
+    # Only the writer needs the old rows; another process could read the file mid-rewrite.
+    self._writes = checkpoint.is_writer()
+    if self._writes and os.path.exists(path):
       with open(path) as f:
         self._rows = [json.loads(line) for line in f if line.strip()]
 
   def reset(self, algorithm: str, upto: int) -> None:
+    if not self._writes:
+      return
     self._rows = [r for r in self._rows if r['algorithm'] != algorithm or r['round'] <= upto]
     with open(self.path, 'w') as f:
       f.writelines(json.dumps(r) + '\n' for r in self._rows)
 
   def write(self, row: dict) -> None:
+    if not self._writes:
+      return
     self._rows.append(row)
     with open(self.path, 'a') as f:
       f.write(json.dumps(row) + '\n')
+
+  def plot(self) -> list[str]:
+    """The plots of the rows so far next to the file (`report.plot_metrics`); process 0 only."""
+    if not self._writes:
+      return []
+    return report.plot_metrics(self.path, os.path.dirname(self.path))
 
 
 def make_packer(dataset, batch_size: int, mesh=None):
@@ -108,6 +139,7 @@ def make_packer(dataset, batch_size: int, mesh=None):
 
 def cost_fields(params0, mask, positions) -> dict:
   """Parameter, compression and FLOP figures of a mask (see `accounting`)."""
+  mask = jax.tree.map(host_value, mask)
   total = accounting.total_params(params0)
   kept = accounting.kept_params(mask)
   return dict(
@@ -146,10 +178,15 @@ def initial_row(name: str, init: algorithms.AlgorithmInit, acc: float, loss: flo
 
 def check_finite(name: str, round_num: int, train_loss: float, client_loss, ids,
                  checkpointed: int | None) -> None:
-  """Raises FloatingPointError naming the round and clients when the training loss diverged."""
+  """Raises FloatingPointError naming the round and clients when the training loss diverged.
+
+  `client_loss` may be split over processes; it is then gathered (by every process alike, as
+  they all see the same `train_loss`).
+  """
   if np.isfinite(train_loss):
     return
-  bad = [int(ids[i]) for i, l in enumerate(np.asarray(client_loss)) if not np.isfinite(l)]
+  client_loss = np.asarray(host_value(client_loss))
+  bad = [int(ids[i]) for i, l in enumerate(client_loss) if not np.isfinite(l)]
   raise FloatingPointError(
       f'[{name}] round {round_num}: non-finite training loss {train_loss} from client(s) {bad}. '
       f'Rounds up to {checkpointed} are checkpointed in the workdir; lower '
@@ -182,6 +219,7 @@ def log_round(name: str, round_num: int, num_rounds: int, totals: dict, train_lo
 
 def summary_row(name: str, totals: dict, params0, mask, positions, units) -> dict:
   """An algorithm's final row (summary.json, the table): accuracy, costs, bytes, its info."""
+  mask = jax.tree.map(host_value, mask)
   summary = dict(algorithm=name, test_accuracy=totals['acc'],
                  **cost_fields(params0, mask, positions),
                  bytes_up_total=totals['cum_up'], bytes_down_total=totals['cum_down'],
@@ -263,6 +301,7 @@ def run_algorithm(name: str, config, *, model, params0, pack, dataset, positions
     if hooks.update is not None:
       new_mask, extra = hooks.update(r, state, met, extra)
       if new_mask is not None:
+        new_mask = federated.replicate(new_mask, mesh)
         state = state._replace(mask=new_mask, params=apply_mask(state.params, new_mask))
         costs, mask_is_new = cost_fields(params0, new_mask, positions), True
     totals['mask_is_new'] = mask_is_new
@@ -273,7 +312,7 @@ def run_algorithm(name: str, config, *, model, params0, pack, dataset, positions
     writer.write(round_row(name, r, totals, train_loss, fields, up, down, lr, time.time() - t0))
     ckpt.maybe_save(r, _ckpt_tree(state, init.aux, extra), totals, force=r == config.num_rounds)
     if r % config.checkpoint_every == 0:  # plots a person can watch while the run goes on
-      report.plot_metrics(writer.path, os.path.dirname(writer.path))
+      writer.plot()
     done = r - start_round
     eta = (time.time() - start) / done * (config.num_rounds - r)
     log_round(name, r, config.num_rounds, totals, train_loss, fields, up, down,
@@ -309,7 +348,8 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
   logging.info('data %s: %d clients, sizes %d..%d, %d test examples, input %s', dataset.name,
                dataset.num_clients, dataset.client_sizes.min(), dataset.client_sizes.max(),
                len(dataset.test_y), dataset.input_shape)
-  stats.save_client_stats(dataset, workdir)
+  if checkpoint.is_writer():
+    stats.save_client_stats(dataset, workdir)
   model = models.get_model(config, dataset.num_classes)
   rng = jax.random.key(config.seed)
   params0 = jax.jit(model.init)(
@@ -339,7 +379,7 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
       rows.extend(progress[n] for n in run_names)
       continue
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints', ckpt_name),
-                                   config.checkpoint_every)
+                                   config.checkpoint_every, mesh=mesh)
     try:
       finished = run(ckpt)
     finally:
@@ -347,9 +387,11 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
     rows.extend(finished)
     progress.update((r['algorithm'], r) for r in finished)
     checkpoint.save_progress(workdir, progress)
+  if not checkpoint.is_writer():
+    return rows
   with open(os.path.join(workdir, 'summary.json'), 'w') as f:
     json.dump({'config': _config_dict(config), 'rows': rows}, f, indent=2, default=str)
   print(report.table(rows))
-  for path in report.plot_metrics(os.path.join(workdir, 'metrics.jsonl'), workdir):
+  for path in writer.plot():
     logging.info('wrote %s', path)
   return rows

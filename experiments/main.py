@@ -5,9 +5,11 @@ Every config field can be overridden on the command line, e.g. `--config.tp=0.4`
 Multi-host (one process per host, every process running this same command; see
 `autoflip_jax/distributed.py`): `--distributed_auto` on TPU pods / SLURM / Open MPI, otherwise
 `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` with I = 0..N-1, and
-`--config.mesh_devices` up to the devices of all processes together. Not yet working end to
-end: the round-0 orbax checkpoint refuses the host-local mask arrays when several processes run
-(tests/test_distributed.py checks the rounds themselves).
+`--config.mesh_devices` up to the devices of all processes together. Give every process the same
+`--workdir` (a shared filesystem across hosts): process 0 alone writes the metrics, summary,
+plots and progress, every process saves and restores the orbax checkpoints together, and a rerun
+of the same commands resumes. tests/test_distributed.py runs a whole two-process run on one
+machine and checks it against one process.
 """
 
 from absl import app

@@ -1,7 +1,11 @@
 """Multi-host: two local CPU processes joined by `jax.distributed.initialize`, the cohort split
-over both, run the same two rounds as one process on one device."""
+over both, run the same two rounds as one process on one device; a whole training run
+(`experiments.main`) in two processes writes its files once, equal to one process's, and
+resumes."""
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,6 +18,12 @@ from autoflip_jax import distributed
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'tests', 'distributed_round_check.py')
 TIMEOUT = 120
+RUN_TIMEOUT = 180  # a whole tiny training run
+# tests/helpers.py's tiny_config on the command line, a checkpoint every round.
+TINY_RUN = ['--config.num_clients=4', '--config.clients_per_round=2', '--config.num_rounds=2',
+            '--config.batch_size=100', '--config.e_exp=1', '--config.local_epochs=1',
+            '--config.model_config.channels=(4, 8)', '--config.model_config.hidden=16',
+            '--config.algorithm=autoflip,fedavg', '--config.checkpoint_every=1']
 
 
 def _free_port() -> int:
@@ -22,34 +32,43 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _start(out, *args):
+def _popen(*args):
   # One CPU device per process; XLA's optimisation passes off for the tiny program's compile
   # time, in every process alike.
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   env.update(JAX_PLATFORMS='cpu', PYTHONPATH=ROOT, JAX_DISABLE_MOST_OPTIMIZATIONS='1')
-  return subprocess.Popen([sys.executable, SCRIPT, str(out), *map(str, args)], env=env,
+  return subprocess.Popen([sys.executable, *map(str, args)], cwd=ROOT, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_all(procs):
-  """Waits for every process (TIMEOUT s in all); kills the rest when one fails or hangs."""
-  logs = []
+def _start(out, *args):
+  return _popen(SCRIPT, out, *args)
+
+
+def _wait_all(procs, timeout=TIMEOUT, needs_ok=True):
+  """Waits for every process (`timeout` s each); kills the rest when one fails or hangs.
+
+  Returns {name: (stdout, stderr)}. With `needs_ok` a process must also print a line `OK ...`.
+  """
+  logs, out = [], {}
   try:
     for name, p in procs:
       try:
-        stdout, stderr = p.communicate(timeout=TIMEOUT)
+        stdout, stderr = p.communicate(timeout=timeout)
       except subprocess.TimeoutExpired:
         p.kill()
         stdout, stderr = p.communicate()
-        raise AssertionError(f'{name} timed out after {TIMEOUT} s:\n{stderr[-3000:]}')
+        raise AssertionError(f'{name} timed out after {timeout} s:\n{stderr[-3000:]}')
       logs.append(f'--- {name} (rc {p.returncode}) ---\n{stdout[-2000:]}\n{stderr[-3000:]}')
-      ok = any(line.startswith('OK ') for line in stdout.splitlines())
+      ok = not needs_ok or any(line.startswith('OK ') for line in stdout.splitlines())
       assert p.returncode == 0 and ok, '\n'.join(logs)
+      out[name] = stdout, stderr
   finally:
     for _, p in procs:
       if p.poll() is None:
         p.kill()
         p.communicate()
+  return out
 
 
 def test_two_processes_round_equals_single_process(tmp_path):
@@ -96,3 +115,66 @@ def test_main_refuses_bad_process_flags(tmp_path):
   assert proc.returncode != 0
   assert '--process_id must be in [0, num_processes=2), got 2' in proc.stderr, proc.stderr[-3000:]
   assert not os.listdir(tmp_path)
+
+
+def _start_main(workdir, *flags):
+  return _popen('-m', 'experiments.main', '--config=experiments/configs/default.py',
+                f'--workdir={workdir}', *TINY_RUN, *flags)
+
+
+def _two_process_run(workdir, *others):
+  """`experiments.main` in two processes on a 2-device mesh (and `others`, started alongside)."""
+  port = _free_port()
+  procs = [(f'process {i}', _start_main(workdir, f'--coordinator_address=localhost:{port}',
+                                        '--num_processes=2', f'--process_id={i}',
+                                        '--config.mesh_devices=2'))
+           for i in range(2)]
+  return _wait_all(procs + list(others), timeout=RUN_TIMEOUT, needs_ok=False)
+
+
+def _rows(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+def _assert_rows_equal(multi, single):
+  key = lambda r: (r['algorithm'], r['round'])
+  # One row per (algorithm, round): only process 0 wrote them.
+  assert sorted(map(key, multi)) == sorted(map(key, single)), (multi, single)
+  assert len(set(map(key, multi))) == len(multi) == 6
+  by_key = {key(r): r for r in single}
+  for r in multi:
+    s = by_key[key(r)]
+    assert r['kept_params'] == s['kept_params'], key(r)
+    for field in ('test_accuracy', 'train_loss'):
+      if s[field] is None:
+        assert r[field] is None, (key(r), field)
+      else:
+        np.testing.assert_allclose(r[field], s[field], rtol=1e-5, atol=1e-5,
+                                   err_msg=f'{key(r)} {field}')
+
+
+def test_two_process_training_run_writes_once_equals_single_and_resumes(tmp_path):
+  multi, single = tmp_path / 'multi', tmp_path / 'single'
+  logs = _two_process_run(multi, ('single process', _start_main(single)))
+  # Every file of the one-process run, each written once (by process 0), nothing half-written.
+  files = lambda d: sorted(os.listdir(d))
+  assert files(multi) == files(single), (files(multi), files(single))
+  assert not [f for f in files(multi) if f.endswith('.tmp')]
+  assert files(multi / 'checkpoints' / 'fedavg') == ['1', '2']  # saved by both together
+  _assert_rows_equal(_rows(multi), _rows(single))
+  summary = json.loads((multi / 'summary.json').read_text())
+  assert [r['algorithm'] for r in summary['rows']] == ['autoflip', 'fedavg']
+  assert '| algorithm' in logs['process 0'][0] and '| algorithm' not in logs['process 1'][0]
+
+  # A run cut short after fedavg's round-1 checkpoint: the same command resumes it.
+  shutil.rmtree(multi / 'checkpoints' / 'fedavg' / '2')
+  progress = json.loads((multi / 'progress.json').read_text())
+  del progress['fedavg']
+  (multi / 'progress.json').write_text(json.dumps(progress))
+  (multi / 'summary.json').unlink()
+  logs = _two_process_run(multi)
+  for name in ('process 0', 'process 1'):
+    assert '[fedavg] resumed from the checkpoint of round 1' in logs[name][1], name
+  _assert_rows_equal(_rows(multi), _rows(single))
+  assert (multi / 'summary.json').exists()
