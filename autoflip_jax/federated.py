@@ -1,7 +1,8 @@
 """Masked FedAvg and the federated round as ONE jitted XLA program (AUTOFLIP.md §3).
 
 A round takes the sampled clients' padded data `[clients, steps, batch, ...]`, trains every client
-with `local.train` `vmap`ped over the client axis, and returns the new global state:
+with `local.train` (`vmap`ped over the client axis, or chunk by chunk: `resolve_chunk`), and
+returns the new global state:
 
     θ_{t+1} = mask ⊙ Σ_k (n_k / Σ_j n_j) θ_k,     θ_k = local training of (mask ⊙ θ_t) on client k,
 
@@ -123,7 +124,9 @@ def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Arr
 
   The cohort is trained in chunks of `clients_per_chunk` clients (0: all at once): a `lax.scan`
   over chunks, `vmap` inside a chunk, and the weighted sum of the chunk's models added to a
-  running total. Memory then grows with the chunk, not the cohort; one chunk is plain `vmap`.
+  running total. Memory then grows with the chunk, not the cohort; one chunk is plain `vmap`,
+  and chunks of one client are not batched at all (`vmap_clients`). Here 0 means the whole
+  cohort; `resolve_chunk` turns a config's 0 (auto) into the layout for the backend.
   """
   mask = mask_fn(client_ids, num_examples, aux) if mask_fn is not None else state.mask
   global_params = apply_mask(state.params, mask)

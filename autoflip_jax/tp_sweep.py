@@ -6,8 +6,9 @@ list by one run of every threshold:
 * one exploration and guidance matrix (they do not depend on Tp), then one hybrid mask per
   threshold (`algorithms.init_autoflip_sweep`);
 * the K server states (params, mask, round) stacked on a leading threshold axis, and ONE jitted
-  program per round for all of them: `federated.round_body` `vmap`ped over that axis, the
-  cohort's data shared (`make_sweep_round_fn`; it compiles once);
+  program per round for all of them: `federated.round_body` over that axis, `vmap`ped on GPUs and
+  TPUs, one threshold after another on a CPU, the cohort's data shared (`make_sweep_round_fn`;
+  it compiles once);
 * per threshold, the evaluation, the metrics rows and the summary row of an ordinary run, named
   `autoflip_tp<Tp>` (`sweep_name`), so the table and the plots show each threshold as its own
   algorithm. One `Checkpointer` (`checkpoints/autoflip_sweep`) holds the stacked state and every
