@@ -199,10 +199,18 @@ def client_mesh(num_devices: int) -> jax.sharding.Mesh | None:
 
 
 def shard_clients(tree: PyTree, mesh: jax.sharding.Mesh | None) -> PyTree:
-  """Places client-batched arrays (leading client axis) split over the mesh's `clients` axis."""
+  """Places client-batched arrays (leading client axis) split over the mesh's `clients` axis.
+
+  A group of clients that does not divide over the mesh (PruneFL's one initial client, an
+  explorer count that is not a multiple of the devices) is placed whole on every device instead:
+  each device then trains all of them, the same results as without a mesh.
+  """
   if mesh is None:
     return tree
-  spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('clients'))
+  leaves = jax.tree.leaves(tree)
+  split = bool(leaves) and np.shape(leaves[0])[0] % mesh.size == 0
+  spec = jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec('clients' if split else None))
   return jax.tree.map(lambda a: _put_global(a, spec), tree)
 
 

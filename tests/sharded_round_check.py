@@ -44,7 +44,22 @@ assert diff < 1e-5, diff
 pruned = [np.asarray(p)[~np.asarray(m)] for p, m in
           zip(jax.tree.leaves(sharded.params), jax.tree.leaves(sharded.mask))]
 assert all(np.all(p == 0) for p in pruned)
-print('OK', diff)
+
+# A group that does not divide over the mesh (3 clients, 8 devices) is placed whole on every
+# device: still the single-device result.
+three = jax.tree.map(lambda a: a[:3], (data, jnp.asarray(ns), ids))
+mesh = federated.client_mesh(8)
+d3 = federated.shard_clients(three, mesh)
+assert d3[0].x.sharding.is_fully_replicated
+state = lambda m: federated.ServerState(federated.replicate(jax.tree.map(jnp.copy, params), m),
+                                        federated.replicate(jax.tree.map(jnp.copy, mask), m),
+                                        jnp.int32(0))
+want, _ = round_fn(state(None), *three, key, lr, None)
+got, _ = round_fn(state(mesh), *d3, key, lr, None)
+diff3 = max(float(jnp.max(jnp.abs(a - b))) for a, b in
+            zip(jax.tree.leaves(want.params), jax.tree.leaves(got.params)))
+assert diff3 < 1e-5, diff3
+print('OK', diff, diff3)
 
 # The whole run: the same config on 1 device and with the cohort split over 8.
 import json, sys, tempfile  # noqa: E401,E402
