@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
 
 from absl import logging
 import jax
