@@ -124,10 +124,10 @@ def run_sweep(config, tps: Sequence[float], *, model, params0: PyTree, pack, dat
     state = federated.ServerState(stack([params0] * k), stack([i.mask for i in inits]),
                                   jnp.zeros((k,), jnp.int32))
     start_round = 0
-    ckpt.maybe_save(0, train._ckpt_tree(state, None, None), _meta(names, totals), force=True)
+    ckpt.maybe_save(0, train.ckpt_tree(state, None, None), _meta(names, totals), force=True)
   else:
     ones = masks.ones_mask(params0)
-    like = train._ckpt_tree(federated.ServerState(stack([params0] * k), stack([ones] * k),
+    like = train.ckpt_tree(federated.ServerState(stack([params0] * k), stack([ones] * k),
                                                   jnp.zeros((k,), jnp.int32)), None, None)
     tree, meta = ckpt.restore(start_round, like)
     state = federated.ServerState(tree['params'], tree['mask'], tree['round'])
@@ -174,7 +174,7 @@ def run_sweep(config, tps: Sequence[float], *, model, params0: PyTree, pack, dat
       eta = (time.time() - start) / done * (config.num_rounds - r)
       train.log_round(name, r, config.num_rounds, totals[i], float(train_losses[i]), costs[i],
                       up, down, done / (time.time() - start), eta)
-    ckpt.maybe_save(r, train._ckpt_tree(state, None, None), _meta(names, totals),
+    ckpt.maybe_save(r, train.ckpt_tree(state, None, None), _meta(names, totals),
                     force=r == config.num_rounds)
     if r % config.checkpoint_every == 0:  # plots a person can watch while the run goes on
       writer.plot()

@@ -261,9 +261,9 @@ def run_algorithm(name: str, config, *, model, params0, pack, dataset, positions
     writer.reset(name, -1)
     writer.write(initial_row(name, init, acc, loss, cost_fields(params0, init.mask, positions)))
     start_round = 0
-    ckpt.maybe_save(0, _ckpt_tree(state, init.aux, init.extra), totals, force=True)
+    ckpt.maybe_save(0, ckpt_tree(state, init.aux, init.extra), totals, force=True)
   else:
-    like = _ckpt_tree(federated.ServerState(params0, masks.ones_mask(params0), jnp.int32(0)),
+    like = ckpt_tree(federated.ServerState(params0, masks.ones_mask(params0), jnp.int32(0)),
                       hooks.aux_like, hooks.extra_like)
     tree, totals = ckpt.restore(start_round, like)
     state = federated.ServerState(tree['params'], tree['mask'], tree['round'])
@@ -309,7 +309,7 @@ def run_algorithm(name: str, config, *, model, params0, pack, dataset, positions
     if eval_due(config, r):
       totals['acc'], totals['loss'] = evaluate(state.params, dataset.test_x, dataset.test_y)
     writer.write(round_row(name, r, totals, train_loss, fields, up, down, lr, time.time() - t0))
-    ckpt.maybe_save(r, _ckpt_tree(state, init.aux, extra), totals, force=r == config.num_rounds)
+    ckpt.maybe_save(r, ckpt_tree(state, init.aux, extra), totals, force=r == config.num_rounds)
     if r % config.checkpoint_every == 0:  # plots a person can watch while the run goes on
       writer.plot()
     done = r - start_round
@@ -319,7 +319,8 @@ def run_algorithm(name: str, config, *, model, params0, pack, dataset, positions
   return summary_row(name, totals, params0, state.mask, positions, units)
 
 
-def _ckpt_tree(state: federated.ServerState, aux, extra) -> dict:
+def ckpt_tree(state: federated.ServerState, aux, extra) -> dict:
+  """The checkpointed tree of a run (`run_algorithm`, `tp_sweep.run_sweep`): state, aux, extra."""
   tree = {'params': state.params, 'mask': state.mask, 'round': state.round}
   if aux is not None:
     tree['aux'] = aux
