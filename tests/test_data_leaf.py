@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-import ml_collections
 import numpy as np
 import pytest
 
 from autoflip_jax import data
 from autoflip_jax.data import leaf
+from tests.data_helpers import data_config
 
 # FEMNIST users -> (train count, test count).
 FEMNIST_USERS = {'f0': (5, 2), 'f1': (1, 1), 'f2': (3, 1), 'f3': (8, 2),
@@ -47,13 +47,8 @@ def femnist_dir(tmp_path):
 
 
 def _config(name, path, **overrides):
-  cfg = ml_collections.ConfigDict({
-      'name': name, 'path': str(path), 'partition': 'natural',
-      'classes_per_client': 2, 'alpha': 0.5, 'test_fraction': 0.2,
-      'min_examples': 1, 'max_examples_per_client': 0,
-      'max_test_examples': 0})
-  cfg.update(overrides)
-  return cfg
+  return data_config(**{'name': name, 'path': str(path),
+                        'partition': 'natural', **overrides})
 
 
 def test_femnist_natural_clients_and_their_test_data(femnist_dir):

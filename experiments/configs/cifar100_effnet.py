@@ -14,7 +14,7 @@ Needs TFDS `cifar100` (config.data.data_dir).
 import ml_collections
 
 from experiments.configs import cifar100_resnet
-from experiments.configs import cifar10_resnet
+from experiments.configs import paper
 
 
 def get_config(arg: str | None = None):
@@ -22,4 +22,4 @@ def get_config(arg: str | None = None):
   config.model = 'efficientnet_b3'
   config.model_config = ml_collections.ConfigDict(
       {'width_mult': 1.2, 'depth_mult': 1.4, 'norm_groups': 2})
-  return cifar10_resnet.variant(config, arg)
+  return paper.variant(config, arg)

@@ -10,22 +10,11 @@ Needs TFDS `cifar100` (config.data.data_dir).
   python -m experiments.main --config=experiments/configs/cifar100_resnet.py:small --workdir=runs/s
 """
 
-import ml_collections
-
-from experiments.configs import cifar10_resnet
-from experiments.configs import default
-from experiments.configs import mnist_paper
+from experiments.configs import paper
 
 
 def get_config(arg: str | None = None):
-  config = default.get_config()
-  config.model = 'resnet18'
-  config.model_config = ml_collections.ConfigDict({'width': 64, 'norm_groups': 2})
-  config.data.name = 'cifar100'
-  config.data.partition = 'dirichlet'
-  config.data.alpha = 1.0
-  config.num_clients = 20
-  config.clients_per_round = 1      # C = 0.05 of K = 20, as the reference command
-  mnist_paper.reference_schedule(config)
-  config.eval_every = 10
-  return cifar10_resnet.variant(config, arg)
+  config = paper.build('resnet18', {'width': 64, 'norm_groups': 2}, num_clients=20,
+                       clients_per_round=1,  # C = 0.05 of K = 20, as the reference command
+                       eval_every=10, name='cifar100', partition='dirichlet', alpha=1.0)
+  return paper.variant(config, arg)

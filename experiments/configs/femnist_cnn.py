@@ -12,22 +12,11 @@ reports -56.5% FLOPs and 1.8x compression. Needs LEAF's FEMNIST JSON in config.d
   python -m experiments.main --config=experiments/configs/femnist_cnn.py:small --workdir=runs/s
 """
 
-import ml_collections
-
-from experiments.configs import cifar10_resnet
-from experiments.configs import default
-from experiments.configs import mnist_paper
+from experiments.configs import paper
 
 
 def get_config(arg: str | None = None):
-  config = default.get_config()
-  config.model = 'cnn'
-  config.model_config = ml_collections.ConfigDict({'channels': (64, 128), 'hidden': 2048})
-  config.data.name = 'femnist'
-  config.data.partition = 'natural'
-  config.data.test_fraction = 0.1
-  config.num_clients = 20
-  config.clients_per_round = 5
-  mnist_paper.reference_schedule(config)
-  config.eval_every = 20
-  return cifar10_resnet.variant(config, arg)
+  config = paper.build('cnn', {'channels': (64, 128), 'hidden': 2048}, num_clients=20,
+                       clients_per_round=5, eval_every=20, name='femnist',
+                       partition='natural', test_fraction=0.1)
+  return paper.variant(config, arg)

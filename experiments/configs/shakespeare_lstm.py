@@ -20,38 +20,32 @@ MNIST-5k; it needs the same data as the full config.
 
 import ml_collections
 
-from experiments.configs import default
-from experiments.configs import mnist_paper
+from experiments.configs import paper
 
 
 def get_config(arg: str | None = None):
-  config = default.get_config()
-  config.model = 'lstm'
-  config.model_config = ml_collections.ConfigDict({'embed': 8, 'hidden': (256, 256)})
-  config.data.name = 'shakespeare'
-  config.data.partition = 'natural'
-  config.data.test_fraction = 0.1
-  config.num_clients = 660
-  config.clients_per_round = 10     # C = 0.016
-  mnist_paper.reference_schedule(config)
+  config = paper.build('lstm', {'embed': 8, 'hidden': (256, 256)}, num_clients=660,
+                       clients_per_round=10,  # C = 0.016
+                       eval_every=10, name='shakespeare', partition='natural',
+                       test_fraction=0.1)
   config.e_exp = 100
   config.c_exp = 0.03
   config.guidance_per_round = False
-  config.eval_every = 10
-  if arg == 'small':
-    config.model_config = ml_collections.ConfigDict({'embed': 8, 'hidden': (32, 32)})
-    config.data.max_examples_per_client = 64
-    config.data.max_test_examples = 500
-    config.num_clients = 10
-    config.clients_per_round = 2
-    config.num_rounds = 3
-    config.local_epochs = 1
-    config.batch_size = 32
-    config.learning_rate = 1e-3
-    config.e_exp = 2
-    config.patience = 0
-    config.c_exp = 0.2
-    config.eval_every = 1
-  elif arg:
-    raise ValueError(f'unknown config variant {arg!r}; use :small or nothing')
-  return config
+  return paper.variant(config, arg, small)
+
+
+def small(config) -> None:
+  """The CI-sized variant, in place: the same data, capped, 32-unit LSTM layers, few rounds."""
+  config.model_config = ml_collections.ConfigDict({'embed': 8, 'hidden': (32, 32)})
+  config.data.max_examples_per_client = 64
+  config.data.max_test_examples = 500
+  config.num_clients = 10
+  config.clients_per_round = 2
+  config.num_rounds = 3
+  config.local_epochs = 1
+  config.batch_size = 32
+  config.learning_rate = 1e-3
+  config.e_exp = 2
+  config.patience = 0
+  config.c_exp = 0.2
+  config.eval_every = 1
