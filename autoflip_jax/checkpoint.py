@@ -3,10 +3,13 @@
 Layout of a workdir:
   config.json             the run's config; a rerun with a different config is refused
   metrics.jsonl           one row per round; on resume, rows after the checkpoint are dropped
-  progress.json           summary rows of the algorithms already finished
-  checkpoints/<algorithm>/<round>/  orbax: the server state (params, mask, round), AutoFLIP's
-                          per-client explorations when the mask is rebuilt each round, and the
-                          running totals (bytes, last accuracy) as JSON
+  progress.json           {run: summary rows} of the algorithms already finished
+  tensorboard/<algorithm>/seed<seed>/  TensorBoard event files of the same rows
+  checkpoints/<run>/<round>/  orbax: one algorithm's `train.RunState` whole, every variant
+                          (seeds, thresholds) on a leading axis: the server state (params, mask,
+                          round), the algorithm's own arrays (AutoFLIP's per-client explorations
+                          with per-round guidance, PruneFL's importance), and as JSON each
+                          variant's name, seed, threshold and running totals (`logbook.Ledger`)
 
 Everything else a round needs is a function of (seed, round): the cohort, the learning rate and
 every PRNG key (`fold_in`). So a run resumed from round r ends with exactly the params and metrics
@@ -27,18 +30,14 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from autoflip_jax import federated
+from autoflip_jax import sharding
+from autoflip_jax.sharding import is_writer
 
 PyTree = Any
 
 
 class CheckpointError(RuntimeError):
   """A workdir's checkpoint cannot be used; the message says what to do. Nothing is overwritten."""
-
-
-def is_writer() -> bool:
-  """Whether this process writes the workdir's files other than checkpoints: process 0."""
-  return jax.process_index() == 0
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -86,9 +85,9 @@ def save_progress(workdir: str, progress: dict) -> None:
 
 
 class Checkpointer:
-  """Orbax `CheckpointManager` for one algorithm's server state, aux arrays and totals.
+  """Orbax `CheckpointManager` for one algorithm's run state: arrays and JSON metadata.
 
-  With a `mesh` (`federated.client_mesh`) every array is saved as a global array replicated on
+  With a `mesh` (`sharding.client_mesh`) every array is saved as a global array replicated on
   it, and restored onto that sharding: a multi-process run cannot save one process's host-local
   arrays. Every process must then call `maybe_save` and `restore` alike.
   """
@@ -106,7 +105,7 @@ class Checkpointer:
 
   def maybe_save(self, round_num: int, tree: PyTree, meta: dict, force: bool = False) -> None:
     if force or round_num % self._every == 0:
-      tree = federated.replicate(tree, self._mesh)
+      tree = sharding.replicate(tree, self._mesh)
       self._manager.save(round_num, args=ocp.args.Composite(
           tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True)
       self._manager.wait_until_finished()

@@ -3,8 +3,8 @@
 
 Every process runs the same program with the same config and seed, so each builds the same
 host arrays (federation, cohort, initial model). After `initialize`, `jax.devices()` lists the
-devices of every process; `federated.client_mesh(n)` spans them, `federated.shard_clients`
-gives each device its slice of the cohort and `federated.replicate` puts the server model on
+devices of every process; `sharding.client_mesh(n)` spans them, `sharding.shard_clients`
+gives each device its slice of the cohort and `sharding.replicate` puts the server model on
 all of them, and the jitted round runs as one program over the whole mesh (XLA inserts the
 cross-host sum of the client models).
 

@@ -10,8 +10,9 @@ the example-weighted FedAvg over kept weights (equal to averaging the updates θ
 weights sum to one). Pruned weights are exactly zero in every θ_k and stay exactly zero globally.
 Clients with no examples get weight 0; a round with no examples leaves the model unchanged.
 
-FedAvg is the same round with the all-True mask. With a `mask_fn` the round first rebuilds the mask
-from per-client data on the device (AutoFLIP's per-round guidance), still inside the one program.
+FedAvg is the same round with the all-True mask. With a `mask_fn(aux, client_ids, num_examples)`
+the round first rebuilds the mask on the device from the algorithm's state `aux` and the round's
+cohort (AutoFLIP's per-round guidance), still inside the one program.
 
 The round's PRNG: `fold_in(rng, round)` then `fold_in(., client_id)`, so a client's local shuffle
 depends only on the seed, the round and its id, never on its position in the cohort.
@@ -19,13 +20,13 @@ depends only on the seed, the round and its id, never on its position in the coh
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from autoflip_jax import local, models
+from autoflip_jax import local
 from autoflip_jax.masks import apply_mask
 
 PyTree = Any
@@ -82,12 +83,6 @@ def resolve_chunk(clients_per_chunk: int, mesh_devices: int = 1,
   return clients_per_chunk
 
 
-def chunk_for(config) -> int:
-  """`resolve_chunk` for an experiment config (its model, chunk setting and mesh)."""
-  return resolve_chunk(config.clients_per_chunk, config.mesh_devices,
-                       config.model in models.VMAP_CLIENTS_ON_CPU)
-
-
 def vmap_clients(fn: Callable, chunk: int) -> Callable:
   """`fn` over a leading axis of `chunk` clients: `vmap`, or for one client a plain call.
 
@@ -128,7 +123,7 @@ def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Arr
   and chunks of one client are not batched at all (`vmap_clients`). Here 0 means the whole
   cohort; `resolve_chunk` turns a config's 0 (auto) into the layout for the backend.
   """
-  mask = mask_fn(client_ids, num_examples, aux) if mask_fn is not None else state.mask
+  mask = mask_fn(aux, client_ids, num_examples) if mask_fn is not None else state.mask
   global_params = apply_mask(state.params, mask)
   round_key = jax.random.fold_in(rng, state.round)
 
@@ -181,52 +176,58 @@ def make_round_fn(apply_fn, *, optimizer: str, local_epochs: int, mask_fn: Calla
   return jax.jit(body, donate_argnums=(0,))
 
 
-def client_mesh(num_devices: int) -> jax.sharding.Mesh | None:
-  """A 1-D mesh over the first `num_devices` devices with a `clients` axis; None for 1 device.
+def make_variant_round_fn(apply_fn, *, num_variants: int, optimizer: str, local_epochs: int,
+                          mask_fn: Callable | None = None, clients_per_chunk: int = 0,
+                          track_grad_sq: bool = False, per_variant_data: bool = False,
+                          variants_per_chunk: int = 0, wrap: Callable | None = None):
+  """The jitted round of `num_variants` runs side by side (thresholds, seeds): ONE program.
 
-  The same code runs on one CPU, on 8 fake CPU devices
-  (`XLA_FLAGS=--xla_force_host_platform_device_count=8`), on GPUs and on a TPU slice; after
-  `jax.distributed.initialize()` (`autoflip_jax.distributed`) `jax.devices()` spans every
-  process, each process's devices contiguous, so the mesh's first devices are process 0's.
+  Called as `(state, data, num_examples, client_ids, rng, learning_rate, aux)` where `state`,
+  `rng` ([variants] keys) and `aux` have a leading variant axis, and the cohort's `data`,
+  `num_examples` and `client_ids` either have one too (`per_variant_data`: each seed samples its
+  own cohort) or are shared by every variant (a Tp sweep of one seed). The metrics come back
+  with the variant axis. Variants are `vmap`ped (`variants_per_chunk=0`, the layout for GPUs and
+  TPUs) or run one after another inside the program (1, faster on a CPU where the clients are
+  too; `federated.chunked_map`). One variant is `round_body` itself with the axis added back,
+  so a plain run is exactly the round it always was. The state's buffers are donated.
   """
-  if num_devices <= 1:
-    return None
-  devices = jax.devices()
-  if num_devices > len(devices):
-    raise ValueError(f'config.mesh_devices={num_devices} but only {len(devices)} devices are '
-                     f'visible ({jax.default_backend()})')
-  return jax.sharding.Mesh(np.asarray(devices[:num_devices]), ('clients',))
+  body = functools.partial(round_body, apply_fn=apply_fn, optimizer=optimizer,
+                           local_epochs=local_epochs, mask_fn=mask_fn,
+                           clients_per_chunk=clients_per_chunk, track_grad_sq=track_grad_sq)
+
+  def variant_round(state, data, num_examples, client_ids, rng, learning_rate, aux):
+    cohort = (data, num_examples, client_ids)
+    if num_variants == 1:
+      first = lambda t: jax.tree.map(lambda a: a[0], t)
+      cohort = first(cohort) if per_variant_data else cohort
+      out = body(first(state), *cohort, rng[0], learning_rate, first(aux))
+      return jax.tree.map(lambda a: a[None], out)
+    if per_variant_data:
+      one = lambda st, c, key, ax: body(st, *c, key, learning_rate, ax)
+      return chunked_map(one, (state, cohort, rng, aux), variants_per_chunk)
+    one = lambda st, key, ax: body(st, *cohort, key, learning_rate, ax)
+    return chunked_map(one, (state, rng, aux), variants_per_chunk)
+
+  if wrap is not None:
+    variant_round = wrap(variant_round)
+  return jax.jit(variant_round, donate_argnums=(0,))
 
 
-def shard_clients(tree: PyTree, mesh: jax.sharding.Mesh | None) -> PyTree:
-  """Places client-batched arrays (leading client axis) split over the mesh's `clients` axis.
-
-  A group of clients that does not divide over the mesh (PruneFL's one initial client, an
-  explorer count that is not a multiple of the devices) is placed whole on every device instead:
-  each device then trains all of them, the same results as without a mesh.
-  """
-  if mesh is None:
-    return tree
-  leaves = jax.tree.leaves(tree)
-  split = bool(leaves) and np.shape(leaves[0])[0] % mesh.size == 0
-  spec = jax.sharding.NamedSharding(
-      mesh, jax.sharding.PartitionSpec('clients' if split else None))
-  return jax.tree.map(lambda a: _put_global(a, spec), tree)
+def stack(trees) -> PyTree:
+  """Stacks same-shaped pytrees on a new leading (variant) axis, in one compiled program."""
+  return _stack(*trees)
 
 
-def replicate(tree: PyTree, mesh: jax.sharding.Mesh | None) -> PyTree:
-  """Places server-side arrays (params, mask) whole on every device of the mesh."""
-  if mesh is None:
-    return tree
-  spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  return jax.tree.map(lambda a: _put_global(a, spec), tree)
+@jax.jit
+def _stack(*trees: PyTree) -> PyTree:
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
-def _put_global(a, spec: jax.sharding.NamedSharding) -> jax.Array:
-  """`a` placed with `spec`. One process: `device_put`. A mesh spanning processes (after
-  `jax.distributed.initialize`): every process holds the same whole host value (same program,
-  same seed) and fills only its own devices' shards from it, with no cross-host traffic."""
-  if spec.is_fully_addressable or (isinstance(a, jax.Array) and not a.is_fully_addressable):
-    return jax.device_put(a, spec)
-  host = np.asarray(a)
-  return jax.make_array_from_callback(host.shape, spec, lambda index: host[index])
+def unstack(tree: PyTree, index: int) -> PyTree:
+  """Element `index` of the leading axis of every leaf (one program for every index)."""
+  return _take(tree, jnp.int32(index))
+
+
+@jax.jit
+def _take(tree: PyTree, index: jax.Array) -> PyTree:
+  return jax.tree.map(lambda a: a[index], tree)

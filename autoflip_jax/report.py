@@ -1,15 +1,21 @@
 """The final table and the plots, all made from the rows the run wrote; the comparison of
-algorithms (`write_comparison`, for experiments/compare.py)."""
+algorithms (`write_comparison`, for experiments/compare.py).
+
+With several training seeds (`config.seeds`) every figure is over seeds: the table gives
+mean ± std per algorithm (`aggregate`), the plots draw the mean with a ±std band.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 
 import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 
 def human_bytes(n: float) -> str:
@@ -40,8 +46,32 @@ _COLUMNS = (
 )
 
 
+def aggregate(rows: list[dict]) -> list[dict]:
+  """Per algorithm (first-seen order): its seeds and the mean and std over seeds of every
+  number of its summary rows (`<field>_mean`, `<field>_std`; std 0 for one seed)."""
+  groups: dict[str, list[dict]] = {}
+  for row in rows:
+    groups.setdefault(row['algorithm'], []).append(row)
+  out = []
+  for name, group in groups.items():
+    agg = {'algorithm': name, 'seeds': [r.get('seed') for r in group]}
+    for key, value in group[0].items():
+      if isinstance(value, bool) or not isinstance(value, (int, float)) or key == 'seed':
+        continue
+      values = [float(r[key]) for r in group if isinstance(r.get(key), (int, float))]
+      agg[f'{key}_mean'] = statistics.fmean(values)
+      agg[f'{key}_std'] = statistics.stdev(values) if len(values) > 1 else 0.0
+    out.append(agg)
+  return out
+
+
 def table(rows: list[dict]) -> str:
-  """A Markdown table, one row per algorithm (bytes include AutoFLIP's exploration)."""
+  """A Markdown table, one row per algorithm (bytes include AutoFLIP's exploration).
+
+  With several seeds of an algorithm: mean ± std of the accuracy, means of the rest.
+  """
+  if any(len(a['seeds']) > 1 for a in aggregate(rows)):
+    return _seed_table(aggregate(rows))
   header = [c[0] for c in _COLUMNS]
   lines = []
   for row in rows:
@@ -52,37 +82,58 @@ def table(rows: list[dict]) -> str:
       else:
         cells.append(fmt(row[key]))
     lines.append(cells)
-  widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(header)]
-  fmt_line = lambda cells: '| ' + ' | '.join(c.ljust(w) for c, w in zip(cells, widths)) + ' |'
-  out = [fmt_line(header), '|' + '|'.join('-' * (w + 2) for w in widths) + '|']
-  out += [fmt_line(l) for l in lines]
-  return '\n'.join(out)
+  return _markdown(header, lines)
 
 
-def read_metrics(path: str) -> dict[str, list[dict]]:
-  """`metrics.jsonl` grouped by algorithm, in round order (a resumed run appends its redone
-  rounds at the end of the file)."""
-  by_alg: dict[str, list[dict]] = {}
+def _seed_table(aggregated: list[dict]) -> str:
+  header = ['algorithm', 'seeds'] + [c[0] for c in _COLUMNS[1:]]
+  lines = []
+  for a in aggregated:
+    cells = [a['algorithm'], str(len(a['seeds'])),
+             f"{a['test_accuracy_mean']:.4f} ± {a['test_accuracy_std']:.4f}",
+             f"{a['kept_params_mean']:,.0f}/{a['total_params_mean']:,.0f}"]
+    cells += [fmt(a[f'{key}_mean']) for _, key, fmt in _COLUMNS[3:]]
+    lines.append(cells)
+  return _markdown(header, lines)
+
+
+def read_runs(path: str) -> dict[str, dict[int, list[dict]]]:
+  """`metrics.jsonl` as {algorithm: {seed: rows in round order}} (a resumed run appends its
+  redone rounds at the end of the file)."""
+  runs: dict[str, dict[int, list[dict]]] = {}
   with open(path) as f:
     for line in f:
       row = json.loads(line)
-      by_alg.setdefault(row['algorithm'], []).append(row)
-  for rows in by_alg.values():
-    rows.sort(key=lambda r: r['round'])
-  return by_alg
+      runs.setdefault(row['algorithm'], {}).setdefault(row.get('seed'), []).append(row)
+  for by_seed in runs.values():
+    for rows in by_seed.values():
+      rows.sort(key=lambda r: r['round'])
+  return runs
 
 
 def plot_metrics(metrics_path: str, out_dir: str) -> list[str]:
-  """Accuracy against round and against cumulative bytes (up + down); returns the PNG paths."""
-  by_alg = read_metrics(metrics_path)
+  """Accuracy against round and against cumulative bytes (up + down); returns the PNG paths.
+
+  One line per algorithm; with several seeds, their mean and a ±std band (over the rounds
+  every seed has reached).
+  """
+  runs = read_runs(metrics_path)
   paths = []
   for name, xlabel, xkey in (
       ('accuracy_vs_round.png', 'round', lambda r: r['round']),
       ('accuracy_vs_bytes.png', 'cumulative bytes sent (up + down, MB)',
        lambda r: (r['cum_bytes_up'] + r['cum_bytes_down']) / 1e6)):
     fig, ax = plt.subplots(figsize=(6, 4))
-    for alg, rows in by_alg.items():
-      ax.plot([xkey(r) for r in rows], [r['test_accuracy'] for r in rows], marker='.', label=alg)
+    for alg, by_seed in runs.items():
+      count = min(len(rows) for rows in by_seed.values())
+      x = np.mean([[xkey(r) for r in rows[:count]] for rows in by_seed.values()], axis=0)
+      acc = np.array([[r['test_accuracy'] for r in rows[:count]] for rows in by_seed.values()])
+      mean = acc.mean(axis=0)
+      legend = alg if len(by_seed) == 1 else f'{alg} ({len(by_seed)} seeds)'
+      line, = ax.plot(x, mean, marker='.', label=legend)
+      if len(by_seed) > 1:
+        std = acc.std(axis=0, ddof=1)
+        ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel('test accuracy')
     ax.grid(alpha=0.3)
@@ -102,7 +153,7 @@ def reach_target(rows: list[dict], target: float) -> dict | None:
   return next((r for r in rows if r['test_accuracy'] >= target), None)
 
 
-def comparison_rows(by_alg: dict[str, list[dict]], summaries: list[dict],
+def comparison_rows(runs: dict[str, dict[int, list[dict]]], summaries: list[dict],
                     target: float) -> list[dict]:
   """Per algorithm: final accuracy, compression, FLOPs, and the bytes to reach `target` and total.
 
@@ -111,10 +162,10 @@ def comparison_rows(by_alg: dict[str, list[dict]], summaries: list[dict],
   """
   out = []
   for s in summaries:
-    rows = by_alg[s['algorithm']]
+    rows = runs[s['algorithm']][s.get('seed')]
     hit = reach_target(rows, target)
     out.append(dict(
-        algorithm=s['algorithm'], final_accuracy=s['test_accuracy'],
+        algorithm=s['algorithm'], seed=s.get('seed'), final_accuracy=s['test_accuracy'],
         kept_params=s['kept_params'], total_params=s['total_params'],
         compression=s['compression'], flops_per_example=s['flops_per_example'],
         flops_dense=s['flops_dense'], target_accuracy=target,
@@ -133,7 +184,8 @@ def _markdown(header: list[str], lines: list[list[str]]) -> str:
 
 
 def comparison_table(rows: list[dict]) -> str:
-  """The comparison as one Markdown table ('not reached' where the target was not reached)."""
+  """The comparison as one Markdown table ('not reached' where the target was not reached);
+  one line per algorithm and seed."""
   if not rows:
     return ''
   target = rows[0]['target_accuracy']
@@ -141,7 +193,9 @@ def comparison_table(rows: list[dict]) -> str:
             f'round to {target:.2f}', f'up to {target:.2f}', f'down to {target:.2f}',
             'up total', 'down total']
   reached = lambda r, key, fmt: fmt(r[key]) if r['target_round'] is not None else 'not reached'
-  lines = [[r['algorithm'], f"{r['final_accuracy']:.4f}",
+  seeds = len({r.get('seed') for r in rows}) > 1
+  name = lambda r: f"{r['algorithm']} (seed {r['seed']})" if seeds else r['algorithm']
+  lines = [[name(r), f"{r['final_accuracy']:.4f}",
             f"{r['kept_params']:,}/{r['total_params']:,}", f"{r['compression']:.2f}x",
             human_count(r['flops_per_example']), reached(r, 'target_round', str),
             reached(r, 'bytes_up_to_target', human_bytes),
@@ -170,7 +224,7 @@ def plot_tradeoff(rows: list[dict], out_dir: str) -> str:
 
 def write_comparison(workdir: str, summaries: list[dict], target: float) -> list[str]:
   """`comparison.md`, `comparison.json` and the three plots in `workdir`; returns the paths."""
-  rows = comparison_rows(read_metrics(os.path.join(workdir, 'metrics.jsonl')), summaries, target)
+  rows = comparison_rows(read_runs(os.path.join(workdir, 'metrics.jsonl')), summaries, target)
   paths = [os.path.join(workdir, 'comparison.md'), os.path.join(workdir, 'comparison.json')]
   with open(paths[0], 'w') as f:
     f.write(comparison_table(rows) + '\n')

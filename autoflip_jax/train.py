@@ -1,332 +1,299 @@
-"""`train_and_evaluate(config, workdir)`: the main job, from config to metrics, table and plots.
+"""`train_and_evaluate(config, workdir)`: the one runner, from config to metrics, table and plots.
 
-Data walks one way: config -> validate -> data -> model -> for each algorithm: init (exploration
-and mask) -> per round: sample -> gather padded client arrays -> one jitted round -> evaluate ->
-`metrics.jsonl`. After all algorithms: `summary.json`, the printed table and plots.
+Data walks one way: config -> `setup.resolve` (validated once, data, model) -> for each
+algorithm: `Algorithm.init` (exploration, first mask) -> per round: sample -> pack -> ONE
+jitted round -> evaluate -> `metrics.jsonl` -> checkpoint. After every algorithm:
+`summary.json`, the printed table and plots.
 
-Every row of `metrics.jsonl` is one JSON object: round 0 is the starting point (the initial
-model under the algorithm's mask, and the exploration's cost for AutoFLIP), then one row per
-round. Fields: round, algorithm, test_accuracy, test_loss, train_loss, kept_params, total_params,
-compression, sparsity, flops_per_example (sparse), flops_structured, flops_dense, bytes_up,
-bytes_down (this round, all sampled clients), cum_bytes_up, cum_bytes_down, learning_rate,
-round_seconds.
+Variants. Every algorithm runs as a set of variants on a leading axis of its state: a plain
+run is one variant; `config.seeds='0,1,2'` adds one per training seed (own θ0, explorers,
+cohorts and keys; the data split follows `config.seed`); `config.tp_sweep='0.1,0.3'` adds one
+per threshold to AutoFLIP (one exploration per seed, one mask per Tp; rows named
+`autoflip_tp<Tp>`). All variants of an algorithm train in the same jitted round
+(`federated.make_variant_round_fn`: vmapped on accelerators, one after another inside the
+program on a CPU), share one checkpoint and resume together. A variant's rows equal a separate
+run with that seed and threshold (tests/test_variants.py).
+
+The state that travels from round to round is a `RunState`: the server state and the
+algorithm's own arrays (leading variant axis, on the device) and one `logbook.Ledger` of
+running totals per variant (host). A checkpoint holds all of it, so a rerun of the same command
+resumes exactly. Host bookkeeping (rows, traffic, progress line, TensorBoard, plots) is in
+`logbook.py`; placement on the mesh in `sharding.py`.
 
 Multi-process runs (`autoflip_jax/distributed.py`): every process runs this same job; process 0
-alone writes the files (`checkpoint.is_writer`) except the orbax checkpoints, which every process
+alone writes the files (`sharding.is_writer`) except the orbax checkpoints, which every process
 saves together.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
+from typing import Any, NamedTuple, Sequence
 
 from absl import logging
 import jax
-from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
-from autoflip_jax import accounting, algorithms, checkpoint, federated, local, masks, models
-from autoflip_jax import report
-from autoflip_jax import data as data_lib
+from autoflip_jax import algorithms, checkpoint, config_checks, federated, logbook, report
+from autoflip_jax import schedule, sharding
+from autoflip_jax import setup as setup_lib
+from autoflip_jax.algorithms import Algorithm
 from autoflip_jax.data import stats
-from autoflip_jax.config_checks import tp_sweep_values, validate_config, validate_fit
-from autoflip_jax.masks import apply_mask, unit_counts
+from autoflip_jax.logbook import Ledger
+from autoflip_jax.masks import apply_mask
+
+PyTree = Any
+SWEEP_CHECKPOINT = 'autoflip_sweep'  # checkpoints/<this>: a Tp sweep's stacked state
 
 
-def sample_clients(seed: int, round_num: int, num_clients: int, per_round: int) -> np.ndarray:
-  """The cohort of a round: sorted ids, fixed by (seed, round), the same for every algorithm."""
-  rng = np.random.default_rng([seed, 1, round_num])
-  return np.sort(rng.choice(num_clients, size=per_round, replace=False))
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """One run on the variant axis: its rows' algorithm name, training seed and threshold."""
+  name: str
+  seed: int
+  tp: float | None = None  # set for the variants of a Tp sweep
 
 
-def make_eval_fn(apply_fn, batch_size: int):
-  """Returns `evaluate(params, x, y) -> (accuracy, mean loss)` over fixed-size padded chunks."""
-  @jax.jit
-  def chunk(params, x, y, valid):
-    logits = apply_fn(params, x)
-    total, _ = local.cross_entropy(apply_fn=lambda p, x: logits, params=params, x=x, y=y,
-                                   valid=valid)
-    correct = jnp.sum((jnp.argmax(logits, -1) == y) & valid)
-    return correct, total
-
-  def evaluate(params, x, y):
-    n = len(y)
-    correct = loss = 0.0
-    for start in range(0, n, batch_size):
-      xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-      pad = batch_size - len(yb)
-      valid = np.arange(batch_size) < len(yb)
-      xb = np.concatenate([xb, np.zeros((pad,) + xb.shape[1:], xb.dtype)])
-      yb = np.concatenate([yb, np.zeros((pad,), yb.dtype)])
-      c, l = chunk(params, xb, yb, valid)
-      correct, loss = correct + float(c), loss + float(l)
-    return correct / n, loss / n
-  return evaluate
+class RunState(NamedTuple):
+  """Everything that travels from round to round, for every variant of one algorithm."""
+  server: federated.ServerState  # params, mask, round: leading variant axis
+  algo: PyTree                   # the algorithm's arrays, leading variant axis (None: none)
+  ledgers: tuple[Ledger, ...]    # host totals, one per variant
 
 
-def host_value(a):
-  """`a` as a NumPy value on this host; an array spanning processes is read whole.
+def sweep_name(tp: float) -> str:
+  """The algorithm name of one threshold's rows: `autoflip_tp0.1`."""
+  return f'autoflip_tp{tp:g}'
 
-  A replicated global array gives its local copy; a sharded one is gathered from every process
-  (a collective: every process must call this alike). Anything else passes through unchanged.
+
+def variants_for(algorithm: Algorithm, setup: setup_lib.Setup) -> list[Variant]:
+  """The algorithm's variants: seeds, times thresholds for a Tp sweep (seed-major order)."""
+  if algorithm.sweeps_tp and setup.tps:
+    return [Variant(sweep_name(tp), s, tp) for s in setup.seeds for tp in setup.tps]
+  return [Variant(algorithm.name, s) for s in setup.seeds]
+
+
+def checkpoint_name(algorithm: Algorithm, setup: setup_lib.Setup) -> str:
+  """The folder under `checkpoints/` (and the key in `progress.json`) of an algorithm's run."""
+  return SWEEP_CHECKPOINT if algorithm.sweeps_tp and setup.tps else algorithm.name
+
+
+def label(variant: Variant, setup: setup_lib.Setup) -> str:
+  """How the log names a variant: its algorithm, and its seed when there are several."""
+  return variant.name if len(setup.seeds) == 1 else f'{variant.name} seed {variant.seed}'
+
+
+def ckpt_tree(state: RunState) -> dict:
+  """The checkpointed arrays of a run (`checkpoint.Checkpointer`)."""
+  tree = {'params': state.server.params, 'mask': state.server.mask, 'round': state.server.round}
+  if state.algo is not None:
+    tree['algo'] = state.algo
+  return tree
+
+
+def ckpt_meta(variants: Sequence[Variant], state: RunState) -> dict:
+  """The checkpoint's JSON: every variant and its running totals."""
+  return {'variants': [dict(dataclasses.asdict(v), ledger=l.to_json())
+                       for v, l in zip(variants, state.ledgers)]}
+
+
+def _by_seed(variants: Sequence[Variant]) -> dict[int, list[int]]:
+  """{seed: indices of its variants}, seeds in variant order."""
+  groups: dict[int, list[int]] = {}
+  for i, v in enumerate(variants):
+    groups.setdefault(v.seed, []).append(i)
+  return groups
+
+
+def start_run(setup: setup_lib.Setup, algorithm: Algorithm, variants: Sequence[Variant],
+              writer: logbook.MetricsWriter, earlier: Sequence[dict]) -> RunState:
+  """Round 0: each seed's θ0 and the algorithm's `init`, evaluated and written as round 0."""
+  params0, starts = [None] * len(variants), [None] * len(variants)
+  for seed, idx in _by_seed(variants).items():
+    p0 = setup.params0(seed)
+    tps = [variants[i].tp if variants[i].tp is not None else setup.config.tp for i in idx]
+    out = algorithm.init(setup.context(seed, earlier), p0,
+                         jax.random.fold_in(jax.random.key(seed), 2), tps)
+    for i, start in zip(idx, out):
+      params0[i], starts[i] = p0, start
+  ledgers = []
+  for v, p0, start in zip(variants, params0, starts):
+    if start.info:
+      logging.info('[%s] before round 1: %s in %.1f s', label(v, setup), start.info,
+                   start.seconds)
+    ledger = logbook.start_ledger(start, *setup.evaluate(apply_mask(p0, start.mask)))
+    writer.reset(v.name, v.seed, -1)
+    writer.write(logbook.initial_row(v.name, v.seed, ledger,
+                                     logbook.cost_fields(p0, start.mask, setup.positions)))
+    ledgers.append(ledger)
+  server = federated.ServerState(federated.stack(params0),
+                                 federated.stack([s.mask for s in starts]),
+                                 jnp.zeros((len(variants),), jnp.int32))
+  algo = None if starts[0].state is None else federated.stack([s.state for s in starts])
+  return RunState(server, algo, tuple(ledgers))
+
+
+def restore_run(setup: setup_lib.Setup, algorithm: Algorithm, variants: Sequence[Variant],
+                ckpt: checkpoint.Checkpointer, round_num: int) -> RunState:
+  """The run's state from its checkpoint of `round_num`."""
+  k = len(variants)
+  stacked = lambda tree, dtype=None: jax.tree.map(
+      lambda p: jax.ShapeDtypeStruct((k,) + p.shape, dtype or p.dtype), tree)
+  like = RunState(
+      federated.ServerState(stacked(setup.params_like), stacked(setup.params_like, jnp.bool_),
+                            jax.ShapeDtypeStruct((k,), jnp.int32)),
+      algorithm.state_like(setup.context(variants[0].seed), setup.params_like), ())
+  like = like._replace(algo=None if like.algo is None else stacked(like.algo))
+  tree, meta = ckpt.restore(round_num, ckpt_tree(like))
+  saved = [Variant(**{f: d[f] for f in ('name', 'seed', 'tp')}) for d in meta['variants']]
+  if saved != list(variants):
+    raise checkpoint.CheckpointError(
+        f'the checkpoint of round {round_num} holds the variants {saved}, not {list(variants)}')
+  return RunState(federated.ServerState(tree['params'], tree['mask'], tree['round']),
+                  tree.get('algo'),
+                  tuple(Ledger.from_json(d['ledger']) for d in meta['variants']))
+
+
+def _cohort(setup: setup_lib.Setup, variants: Sequence[Variant], round_num: int):
+  """The round's (data, num_examples, client ids): shared, or one cohort per variant's seed."""
+  config = setup.config
+  seeds = list(_by_seed(variants))
+  ids = {s: schedule.sample_clients(s, round_num, config.num_clients, config.clients_per_round)
+         for s in seeds}
+  if len(seeds) == 1:
+    data, n = setup.pack(ids[seeds[0]])
+    return (data, n, sharding.shard_clients(ids[seeds[0]], setup.mesh)), [ids[seeds[0]]] * len(
+        variants)
+  packed = {s: setup.pack(ids[s], place=False) for s in seeds}
+  per_variant = [packed[v.seed] for v in variants]
+  data = jax.tree.map(lambda *xs: np.stack(xs), *[p[0] for p in per_variant])
+  n = np.stack([p[1] for p in per_variant])
+  variant_ids = [ids[v.seed] for v in variants]
+  cohort = sharding.shard_clients((data, n, np.stack(variant_ids)), setup.mesh, axis=1)
+  return cohort, variant_ids
+
+
+def run_algorithm(setup: setup_lib.Setup, algorithm: Algorithm, *,
+                  writer: logbook.MetricsWriter, ckpt: checkpoint.Checkpointer,
+                  earlier: Sequence[dict] = ()) -> list[dict]:
+  """Runs (or resumes) every variant of `algorithm` to `config.num_rounds`; their summary rows.
+
+  `earlier`: the summary rows of the algorithms run before it (`algorithms.Context.earlier`).
   """
-  if not isinstance(a, jax.Array) or a.is_fully_addressable:
-    return a
-  if a.is_fully_replicated:
-    return np.asarray(a.addressable_data(0))
-  return np.asarray(multihost_utils.process_allgather(a, tiled=True))
-
-
-class MetricsWriter:
-  """`metrics.jsonl`, one JSON row per line, flushed per row so a crash keeps what was done.
-
-  On resume, `reset(algorithm, upto)` drops that algorithm's rows after round `upto` (they belong
-  to rounds the checkpoint does not hold and will be run again). In a multi-process run only
-  process 0 (`checkpoint.is_writer`) reads and writes the file; the others write nothing.
-  """
-
-  def __init__(self, path: str):
-    self.path = path
-    self._rows = []
-    # Only the writer needs the old rows; another process could read the file mid-rewrite.
-    self._writes = checkpoint.is_writer()
-    if self._writes and os.path.exists(path):
-      with open(path) as f:
-        self._rows = [json.loads(line) for line in f if line.strip()]
-
-  def reset(self, algorithm: str, upto: int) -> None:
-    if not self._writes:
-      return
-    self._rows = [r for r in self._rows if r['algorithm'] != algorithm or r['round'] <= upto]
-    with open(self.path, 'w') as f:
-      f.writelines(json.dumps(r) + '\n' for r in self._rows)
-
-  def write(self, row: dict) -> None:
-    if not self._writes:
-      return
-    self._rows.append(row)
-    with open(self.path, 'a') as f:
-      f.write(json.dumps(row) + '\n')
-
-  def plot(self) -> list[str]:
-    """The plots of the rows so far next to the file (`report.plot_metrics`); process 0 only."""
-    if not self._writes:
-      return []
-    return report.plot_metrics(self.path, os.path.dirname(self.path))
-
-
-def make_packer(dataset, batch_size: int, mesh=None):
-  """Returns `pack(ids) -> (ClientData, num_examples)`: those clients' padded device arrays.
-
-  Only the clients asked for are packed (a round's cohort, the explorers), so host and device
-  memory grow with the cohort, not with the federation. With a `mesh` the client axis is split
-  over its devices. The number of steps is fixed by the
-  largest client of the whole dataset, so every round has the same shapes and compiles once.
-  """
-  steps = data_lib.steps_for(dataset.client_sizes, batch_size)
-
-  def pack(ids):
-    b = data_lib.pack_clients([dataset.client_x[i] for i in ids],
-                              [dataset.client_y[i] for i in ids], batch_size, steps)
-    return federated.shard_clients(
-        (local.ClientData(b.x, b.y, b.valid), np.asarray(b.num_examples)), mesh)
-  return pack
-
-
-def cost_fields(params0, mask, positions) -> dict:
-  """Parameter, compression and FLOP figures of a mask (see `accounting`)."""
-  mask = jax.tree.map(host_value, mask)
-  total = accounting.total_params(params0)
-  kept = accounting.kept_params(mask)
-  return dict(
-      kept_params=kept, total_params=total, compression=total / max(kept, 1),
-      sparsity=1.0 - kept / total,
-      flops_per_example=accounting.flops_per_example(params0, mask, positions, 'sparse'),
-      flops_structured=accounting.flops_per_example(params0, mask, positions, 'structured'),
-      flops_dense=accounting.flops_per_example(params0, None, positions, 'dense'))
-
-
-def round_learning_rate(config, round_num: int) -> float:
-  """The learning rate of round `round_num` (1-based): learning_rate * lr_decay**(round - 1)."""
-  return config.learning_rate * config.lr_decay ** (round_num - 1)
-
-
-def eval_due(config, round_num: int) -> bool:
-  """Whether the test set is evaluated after this round (else the last figures are repeated)."""
-  return round_num % config.eval_every == 0 or round_num == config.num_rounds
-
-
-def start_totals(init: algorithms.AlgorithmInit, acc: float, loss: float) -> dict:
-  """An algorithm's running totals before round 1 (saved with each checkpoint)."""
-  return dict(cum_up=init.bytes_up, cum_down=init.bytes_down, acc=acc, loss=loss,
-              init_up=init.bytes_up, init_down=init.bytes_down, init_seconds=init.seconds,
-              info=init.info or {}, mask_is_new=True)
-
-
-def initial_row(name: str, init: algorithms.AlgorithmInit, acc: float, loss: float,
-                costs: dict) -> dict:
-  """The round-0 metrics row: the initial model under the first mask, the init's cost."""
-  return dict(round=0, algorithm=name, test_accuracy=acc, test_loss=loss, train_loss=None,
-              **costs, bytes_up=init.bytes_up, bytes_down=init.bytes_down,
-              cum_bytes_up=init.bytes_up, cum_bytes_down=init.bytes_down, learning_rate=None,
-              round_seconds=init.seconds)
-
-
-def check_finite(name: str, round_num: int, train_loss: float, client_loss, ids,
-                 checkpointed: int | None) -> None:
-  """Raises FloatingPointError naming the round and clients when the training loss diverged.
-
-  `client_loss` may be split over processes; it is then gathered (by every process alike, as
-  they all see the same `train_loss`).
-  """
-  if np.isfinite(train_loss):
-    return
-  client_loss = np.asarray(host_value(client_loss))
-  bad = [int(ids[i]) for i, l in enumerate(client_loss) if not np.isfinite(l)]
-  raise FloatingPointError(
-      f'[{name}] round {round_num}: non-finite training loss {train_loss} from client(s) {bad}. '
-      f'Rounds up to {checkpointed} are checkpointed in the workdir; lower '
-      f'config.learning_rate and start a new workdir.')
-
-
-def round_traffic(costs: dict, total: int, clients: int, mask_is_new: bool) -> tuple[int, int]:
-  """(bytes up, bytes down) of a round; the mask's bitmap goes down while it is new."""
-  send_mask = mask_is_new and costs['kept_params'] < total
-  return accounting.round_bytes(costs['kept_params'], total, clients, send_mask)
-
-
-def round_row(name: str, round_num: int, totals: dict, train_loss: float, costs: dict, up: int,
-              down: int, lr: float, seconds: float) -> dict:
-  """The metrics row of a training round (`totals` already include this round's bytes)."""
-  return dict(round=round_num, algorithm=name, test_accuracy=totals['acc'],
-              test_loss=totals['loss'], train_loss=train_loss, **costs, bytes_up=up,
-              bytes_down=down, cum_bytes_up=totals['cum_up'], cum_bytes_down=totals['cum_down'],
-              learning_rate=lr, round_seconds=seconds)
-
-
-def log_round(name: str, round_num: int, num_rounds: int, totals: dict, train_loss: float,
-              costs: dict, up: int, down: int, rounds_per_s: float, eta: float) -> None:
-  logging.info('[%s] round %d/%d  acc %.4f  train_loss %.4f  kept %d/%d (sparsity %.1f%%, '
-               '%.2fx)  up %s down %s  %.2f rounds/s  ETA %.0f s', name, round_num, num_rounds,
-               totals['acc'], train_loss, costs['kept_params'], costs['total_params'],
-               100 * costs['sparsity'], costs['compression'], report.human_bytes(up),
-               report.human_bytes(down), rounds_per_s, eta)
-
-
-def summary_row(name: str, totals: dict, params0, mask, positions, units) -> dict:
-  """An algorithm's final row (summary.json, the table): accuracy, costs, bytes, its info."""
-  mask = jax.tree.map(host_value, mask)
-  summary = dict(algorithm=name, test_accuracy=totals['acc'],
-                 **cost_fields(params0, mask, positions),
-                 bytes_up_total=totals['cum_up'], bytes_down_total=totals['cum_down'],
-                 exploration_bytes=totals['init_up'] + totals['init_down'],
-                 exploration_seconds=totals['init_seconds'],
-                 units={k: f'{a}/{b}' for k, (a, b) in unit_counts(mask, units).items()})
-  summary.update(totals['info'])
-  return summary
-
-
-def make_round(config, apply_fn, hooks: algorithms.Hooks):
-  """The algorithm's jitted round for this config (`federated.make_round_fn`)."""
-  return federated.make_round_fn(
-      apply_fn, optimizer=config.optimizer, local_epochs=config.local_epochs,
-      mask_fn=hooks.mask_fn, track_grad_sq=hooks.track_grad_sq,
-      clients_per_chunk=federated.chunk_for(config))
-
-
-def run_algorithm(name: str, config, *, model, params0, pack, dataset, positions, rng,
-                  writer: MetricsWriter, ckpt: checkpoint.Checkpointer,
-                  previous: dict | None = None, mesh=None) -> dict:
-  """Runs (or resumes) one algorithm for `config.num_rounds` rounds; returns its summary row.
-
-  `previous`: {name: summary row} of the algorithms run before it, for `algorithms.init`.
-  """
-  apply_fn = lambda p, x: model.apply({'params': p}, x)
-  units = model.units()
-  evaluate = make_eval_fn(apply_fn, config.eval_batch_size)
-  total = accounting.total_params(params0)
-  hooks = algorithms.hooks(name, config, units, params0)
+  config = setup.config
+  variants = variants_for(algorithm, setup)
   start_round = ckpt.latest_round()
   if start_round is None:
-    init = algorithms.init(name, params0, config=config, apply_fn=apply_fn, units=units,
-                           pack=pack, rng=jax.random.fold_in(rng, 2), previous=previous)
-    if init.info:
-      logging.info('[%s] before round 1: %s in %.1f s', name, init.info, init.seconds)
-    state = federated.ServerState(jax.tree.map(jnp.array, params0), init.mask, jnp.int32(0))
-    acc, loss = evaluate(apply_mask(state.params, init.mask), dataset.test_x, dataset.test_y)
-    totals = start_totals(init, acc, loss)
-    writer.reset(name, -1)
-    writer.write(initial_row(name, init, acc, loss, cost_fields(params0, init.mask, positions)))
+    state = start_run(setup, algorithm, variants, writer, earlier)
     start_round = 0
-    ckpt.maybe_save(0, ckpt_tree(state, init.aux, init.extra), totals, force=True)
+    ckpt.maybe_save(0, ckpt_tree(state), ckpt_meta(variants, state), force=True)
   else:
-    like = ckpt_tree(federated.ServerState(params0, masks.ones_mask(params0), jnp.int32(0)),
-                      hooks.aux_like, hooks.extra_like)
-    tree, totals = ckpt.restore(start_round, like)
-    state = federated.ServerState(tree['params'], tree['mask'], tree['round'])
-    init = algorithms.AlgorithmInit(state.mask, tree.get('aux'), tree.get('extra'),
-                                    totals['init_up'], totals['init_down'],
-                                    totals['init_seconds'], totals['info'])
-    writer.reset(name, start_round)
-    logging.info('[%s] resumed from the checkpoint of round %d', name, start_round)
+    state = restore_run(setup, algorithm, variants, ckpt, start_round)
+    for v in variants:
+      writer.reset(v.name, v.seed, start_round)
+    logging.info('[%s] resumed from the checkpoint of round %d', checkpoint_name(algorithm, setup),
+                 start_round)
 
+  k = len(variants)
   # The round counter too: a host-local counter next to mesh-placed params would compile the
   # round a second time from round 2 on.
-  state = federated.replicate(state, mesh)
-  round_fn = make_round(config, apply_fn, hooks)
-  costs = cost_fields(params0, state.mask, positions)
-  extra = init.extra
-  # A client needs the mask's bitmap in the first round after the mask is new to it.
-  mask_is_new = totals['mask_is_new']
-  train_rng = jax.random.fold_in(rng, 1)
+  server = sharding.replicate(state.server, setup.mesh)
+  algo = sharding.replicate(state.algo, setup.mesh)
+  ledgers = list(state.ledgers)
+  round_fn = federated.make_variant_round_fn(
+      setup.apply_fn, num_variants=k, optimizer=config.optimizer,
+      local_epochs=config.local_epochs, mask_fn=algorithm.round_mask,
+      clients_per_chunk=setup.clients_per_chunk, track_grad_sq=algorithm.track_grad_sq,
+      per_variant_data=len(_by_seed(variants)) > 1,
+      variants_per_chunk=setup.variants_per_chunk)
+  train_rngs = sharding.replicate(
+      jnp.stack([jax.random.fold_in(jax.random.key(v.seed), 1) for v in variants]), setup.mesh)
+  params_like = setup.params_like
+  costs = [logbook.cost_fields(params_like, federated.unstack(server.mask, i), setup.positions)
+           for i in range(k)]
   start = time.time()
   for r in range(start_round + 1, config.num_rounds + 1):
     t0 = time.time()
-    ids = sample_clients(config.seed, r, config.num_clients, config.clients_per_round)
-    batch, num_examples = pack(ids)
-    lr = round_learning_rate(config, r)
-    state, met = round_fn(state, batch, num_examples, federated.shard_clients(ids, mesh),
-                          train_rng, jnp.float32(lr), init.aux)
-    train_loss = float(met.train_loss)
-    check_finite(name, r, train_loss, met.client_loss, ids, ckpt.latest_round())
-    if hooks.mask_fn is not None:  # the round built this round's mask
-      costs, mask_is_new = cost_fields(params0, state.mask, positions), True
-    fields = costs
-    up, down = round_traffic(fields, total, len(ids), mask_is_new)
-    mask_is_new = False
-    if hooks.update is not None:
-      new_mask, extra = hooks.update(r, state, met, extra)
-      if new_mask is not None:
-        new_mask = federated.replicate(new_mask, mesh)
-        state = state._replace(mask=new_mask, params=apply_mask(state.params, new_mask))
-        costs, mask_is_new = cost_fields(params0, new_mask, positions), True
-    totals['mask_is_new'] = mask_is_new
-    totals['cum_up'] += up
-    totals['cum_down'] += down
-    if eval_due(config, r):
-      totals['acc'], totals['loss'] = evaluate(state.params, dataset.test_x, dataset.test_y)
-    writer.write(round_row(name, r, totals, train_loss, fields, up, down, lr, time.time() - t0))
-    ckpt.maybe_save(r, ckpt_tree(state, init.aux, extra), totals, force=r == config.num_rounds)
+    cohort, ids = _cohort(setup, variants, r)
+    lr = schedule.round_learning_rate(config, r)
+    server, met = round_fn(server, *cohort, train_rngs, jnp.float32(lr),
+                           algo if algorithm.round_mask else None)
+    train_losses = np.asarray(sharding.host_value(met.train_loss))
+    round_seconds = time.time() - t0
+    if not np.all(np.isfinite(train_losses)):  # the clients' losses only to name the culprits
+      client_losses = sharding.host_value(met.client_loss)
+      for i, v in enumerate(variants):
+        logbook.check_finite(label(v, setup), r, float(train_losses[i]), client_losses[i],
+                             ids[i], ckpt.latest_round())
+    # What each variant's clients received this round: its mask then (the round's own mask
+    # when the round built one), and the mask's bitmap while it was new to them.
+    fields, traffic = [], []
+    for i in range(k):
+      mask_is_new = ledgers[i].mask_is_new
+      if algorithm.round_mask is not None:
+        costs[i] = logbook.cost_fields(params_like, federated.unstack(server.mask, i),
+                                       setup.positions)
+        mask_is_new = True
+      fields.append(costs[i])
+      traffic.append(logbook.round_traffic(costs[i], len(ids[i]), mask_is_new))
+    new_masks = [None] * k
+    if algorithm.update is not None:
+      server, algo, new_masks = _update(algorithm, r, server, algo, met, setup.mesh)
+    for i, v in enumerate(variants):
+      t1 = time.time()
+      up, down = traffic[i]
+      mask_is_new = new_masks[i] is not None  # the next round's clients need the new bitmap
+      if mask_is_new:
+        costs[i] = logbook.cost_fields(params_like, new_masks[i], setup.positions)
+      evaluation = None
+      if schedule.eval_due(config, r):
+        evaluation = setup.evaluate(federated.unstack(server.params, i))
+      ledgers[i] = logbook.after_round(ledgers[i], up, down, mask_is_new, evaluation)
+      writer.write(logbook.round_row(v.name, v.seed, r, ledgers[i], float(train_losses[i]),
+                                     fields[i], up, down, lr, round_seconds + time.time() - t1))
+      done = r - start_round
+      logbook.log_round(label(v, setup), r, config.num_rounds, ledgers[i],
+                        float(train_losses[i]), fields[i], up, down,
+                        done / (time.time() - start),
+                        (time.time() - start) / done * (config.num_rounds - r))
+    state = RunState(server, algo, tuple(ledgers))
+    ckpt.maybe_save(r, ckpt_tree(state), ckpt_meta(variants, state),
+                    force=r == config.num_rounds)
     if r % config.checkpoint_every == 0:  # plots a person can watch while the run goes on
       writer.plot()
-    done = r - start_round
-    eta = (time.time() - start) / done * (config.num_rounds - r)
-    log_round(name, r, config.num_rounds, totals, train_loss, fields, up, down,
-              done / (time.time() - start), eta)
-  return summary_row(name, totals, params0, state.mask, positions, units)
+  rows = []
+  for i, v in enumerate(variants):
+    row = logbook.summary_row(v.name, v.seed, ledgers[i], params_like,
+                              federated.unstack(server.mask, i), setup.positions, setup.units)
+    rows.append(row if v.tp is None else dict(row, tp=v.tp))
+  return rows
 
 
-def ckpt_tree(state: federated.ServerState, aux, extra) -> dict:
-  """The checkpointed tree of a run (`run_algorithm`, `tp_sweep.run_sweep`): state, aux, extra."""
-  tree = {'params': state.params, 'mask': state.mask, 'round': state.round}
-  if aux is not None:
-    tree['aux'] = aux
-  if extra is not None:
-    tree['extra'] = extra
-  return tree
+def _update(algorithm: Algorithm, round_num: int, server: federated.ServerState, algo: PyTree,
+            metrics: federated.RoundMetrics, mesh):
+  """The algorithm's host step after a round, variant by variant; the new masks (or None)."""
+  k = server.round.shape[0]
+  params = [federated.unstack(server.params, i) for i in range(k)]
+  masks = [federated.unstack(server.mask, i) for i in range(k)]
+  states, new_masks = [], []
+  for i in range(k):
+    met = jax.tree.map(lambda a: a[i], metrics)
+    state_i = None if algo is None else federated.unstack(algo, i)
+    new_mask, state_i = algorithm.update(round_num, params[i], masks[i], met, state_i)
+    if new_mask is not None:
+      masks[i], params[i] = new_mask, apply_mask(params[i], new_mask)
+    states.append(state_i)
+    new_masks.append(new_mask)
+  if any(m is not None for m in new_masks):
+    server = server._replace(params=sharding.replicate(federated.stack(params), mesh),
+                             mask=sharding.replicate(federated.stack(masks), mesh))
+  if states[0] is not None:
+    algo = sharding.replicate(federated.stack(states), mesh)
+  return server, algo, new_masks
 
 
 def _config_dict(config) -> dict:
@@ -334,63 +301,48 @@ def _config_dict(config) -> dict:
 
 
 def train_and_evaluate(config, workdir: str) -> list[dict]:
-  """Runs every algorithm of `config.algorithm` on the same data, seed and initial model.
+  """Runs every algorithm of `config.algorithm`, every variant, on the same data split.
 
-  With `config.tp_sweep`, `autoflip` runs once per threshold, side by side (`tp_sweep.py`): its
-  rows are named `autoflip_tp<Tp>`.
+  Returns the summary rows, one per (algorithm, seed[, threshold]). `summary.json` holds them
+  and, per algorithm, their mean ± std over seeds (`report.aggregate`).
   """
-  validate_config(config)
-  names = algorithms.parse(config.algorithm)
+  config_checks.validate_config(config)  # the one validation, before any data is read
   os.makedirs(workdir, exist_ok=True)
   checkpoint.check_workdir_config(workdir, _config_dict(config))
-  dataset = data_lib.load(config.data, config.num_clients, config.seed)
-  validate_fit(config, dataset)
+  setup = setup_lib.resolve(config)
+  dataset = setup.dataset
   logging.info('data %s: %d clients, sizes %d..%d, %d test examples, input %s', dataset.name,
                dataset.num_clients, dataset.client_sizes.min(), dataset.client_sizes.max(),
                len(dataset.test_y), dataset.input_shape)
-  if checkpoint.is_writer():
+  if sharding.is_writer():
     stats.save_client_stats(dataset, workdir)
-  model = models.get_model(config, dataset.num_classes)
-  rng = jax.random.key(config.seed)
-  params0 = jax.jit(model.init)(
-      jax.random.fold_in(rng, 0), jnp.zeros((1,) + dataset.input_shape, dataset.test_x.dtype))
-  params0 = params0['params']
-  mesh = federated.client_mesh(config.mesh_devices)
-  pack = make_packer(dataset, config.batch_size, mesh)
-  positions = accounting.kernel_positions(model.apply, params0, dataset.input_shape,
-                                          dataset.test_x.dtype)
-  writer = MetricsWriter(os.path.join(workdir, 'metrics.jsonl'))
+  writer = logbook.MetricsWriter(workdir)
   progress = checkpoint.load_progress(workdir)
-  tps = tp_sweep_values(config)
   rows = []
-  for name in names:
-    common = dict(model=model, params0=params0, pack=pack, dataset=dataset, positions=positions,
-                  rng=rng, writer=writer, mesh=mesh)
-    if name == 'autoflip' and tps:  # every threshold side by side, as one run (tp_sweep.py)
-      from autoflip_jax import tp_sweep  # here, not at the top: tp_sweep imports this module
-      run_names, ckpt_name = [tp_sweep.sweep_name(tp) for tp in tps], tp_sweep.CHECKPOINT_NAME
-      run = lambda ckpt: tp_sweep.run_sweep(config, tps, ckpt=ckpt, **common)
-    else:
-      run_names, ckpt_name = [name], name
-      run = lambda ckpt: [run_algorithm(name, config, ckpt=ckpt,
-                                        previous={r['algorithm']: r for r in rows}, **common)]
-    if all(n in progress for n in run_names):
-      logging.info('[%s] already finished in this workdir', ckpt_name)
-      rows.extend(progress[n] for n in run_names)
-      continue
-    ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints', ckpt_name),
-                                   config.checkpoint_every, mesh=mesh)
-    try:
-      finished = run(ckpt)
-    finally:
-      ckpt.close()
-    rows.extend(finished)
-    progress.update((r['algorithm'], r) for r in finished)
-    checkpoint.save_progress(workdir, progress)
-  if not checkpoint.is_writer():
+  try:
+    for name in algorithms.parse(config.algorithm):
+      algorithm = algorithms.get(name, config, setup.units)
+      key = checkpoint_name(algorithm, setup)
+      if key in progress:
+        logging.info('[%s] already finished in this workdir', key)
+        rows.extend(progress[key])
+        continue
+      ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints', key),
+                                     config.checkpoint_every, mesh=setup.mesh)
+      try:
+        finished = run_algorithm(setup, algorithm, writer=writer, ckpt=ckpt, earlier=rows)
+      finally:
+        ckpt.close()
+      rows.extend(finished)
+      progress[key] = finished
+      checkpoint.save_progress(workdir, progress)
+  finally:
+    writer.close()
+  if not sharding.is_writer():
     return rows
   with open(os.path.join(workdir, 'summary.json'), 'w') as f:
-    json.dump({'config': _config_dict(config), 'rows': rows}, f, indent=2, default=str)
+    json.dump({'config': _config_dict(config), 'rows': rows,
+               'aggregate': report.aggregate(rows)}, f, indent=2, default=str)
   print(report.table(rows))
   for path in writer.plot():
     logging.info('wrote %s', path)

@@ -23,8 +23,8 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 
-from autoflip_jax import algorithms, federated, masks, models, train
-from autoflip_jax import data as data_lib
+from autoflip_jax import algorithms, config_checks, federated, masks, schedule
+from autoflip_jax import setup as setup_lib
 
 CI_CONFIGS = ('default', 'compare', 'compare:shakespeare', 'cifar10_resnet:small',
               'cifar100_effnet:small', 'femnist_cnn:small', 'shakespeare_lstm:small')
@@ -39,36 +39,38 @@ def load_config(spec: str):
   return module.get_config(arg) if arg else module.get_config()
 
 
-def programs(config, units, params0) -> dict[str, algorithms.Hooks]:
-  """One algorithm per distinct round program: {names: hooks}."""
+def programs(setup) -> dict[str, algorithms.Algorithm]:
+  """One algorithm per distinct round program: {names: algorithm}."""
   seen = {}
-  for name in algorithms.parse(config.algorithm):
-    hooks = algorithms.hooks(name, config, units, params0)
-    key = (hooks.mask_fn is not None, hooks.track_grad_sq)
-    seen.setdefault(key, ([], hooks))[0].append(name)
-  return {','.join(names): hooks for names, hooks in seen.values()}
+  for name in algorithms.parse(setup.config.algorithm):
+    algorithm = algorithms.get(name, setup.config, setup.units)
+    key = (algorithm.round_mask is not None, algorithm.track_grad_sq)
+    seen.setdefault(key, ([], algorithm))[0].append(name)
+  return {','.join(names): algorithm for names, algorithm in seen.values()}
 
 
 def measure(spec: str) -> list[dict]:
   config = load_config(spec)
-  dataset = data_lib.load(config.data, config.num_clients, config.seed)
-  model = models.get_model(config, dataset.num_classes)
-  apply_fn = lambda p, x: model.apply({'params': p}, x)
-  params0 = model.init(jax.random.key(0),
-                       jnp.zeros((1,) + dataset.input_shape, dataset.test_x.dtype))['params']
-  pack = train.make_packer(dataset, config.batch_size)
+  config_checks.validate_config(config)
+  setup = setup_lib.resolve(config)
+  params0 = setup.params0(config.seed)
+  one = lambda tree: jax.tree.map(lambda a: a[None], tree)  # the variant axis of a plain run
   rows = []
-  for names, hooks in programs(config, model.units(), params0).items():
-    round_fn = train.make_round(config, apply_fn, hooks)
-    aux = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), hooks.aux_like)
+  for names, algorithm in programs(setup).items():
+    round_fn = federated.make_variant_round_fn(
+        setup.apply_fn, num_variants=1, optimizer=config.optimizer,
+        local_epochs=config.local_epochs, mask_fn=algorithm.round_mask,
+        clients_per_chunk=setup.clients_per_chunk, track_grad_sq=algorithm.track_grad_sq)
+    like = algorithm.state_like(setup.context(config.seed), setup.params_like)
+    aux = None if like is None else one(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), like))
 
     def args(r):
-      ids = train.sample_clients(config.seed, r, config.num_clients, config.clients_per_round)
-      data, num_examples = pack(ids)
-      state = federated.ServerState(jax.tree.map(jnp.copy, params0), masks.ones_mask(params0),
-                                    jnp.int32(r - 1))
-      lr = jnp.float32(config.learning_rate * config.lr_decay ** (r - 1))
-      return state, data, num_examples, jnp.asarray(ids), jax.random.key(r), lr, aux
+      ids = schedule.sample_clients(config.seed, r, config.num_clients, config.clients_per_round)
+      data, num_examples = setup.pack(ids)
+      state = one(federated.ServerState(jax.tree.map(jnp.copy, params0),
+                                        masks.ones_mask(params0), jnp.int32(r - 1)))
+      lr = jnp.float32(schedule.round_learning_rate(config, r))
+      return state, data, num_examples, jnp.asarray(ids), one(jax.random.key(r)), lr, aux
 
     start = time.perf_counter()
     lowered = round_fn.lower(*args(1))
@@ -80,7 +82,7 @@ def measure(spec: str) -> list[dict]:
     for r in (1, 2):  # as the training loop does: each round's output state feeds the next
       state, _ = round_fn(state, *args(r)[1:])
     jax.block_until_ready(state)
-    data, _ = pack([0])
+    data, _ = setup.pack([0])
     rows.append(dict(config=spec, algorithms=names, model=config.model,
                      clients=config.clients_per_round, steps=int(data.y.shape[1]),
                      batch=config.batch_size, local_epochs=config.local_epochs,

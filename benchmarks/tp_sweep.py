@@ -1,7 +1,7 @@
 """Times a Tp sweep's round, side by side in one run.
 
   (a) sweep: the K thresholds' models stacked and trained by ONE jitted program
-      (`tp_sweep.make_sweep_round_fn`) in the layout a run picks for this backend: thresholds
+      (`federated.make_variant_round_fn`) in the layout a run picks for this backend: thresholds
       `vmap`ped on GPUs/TPUs, one after another inside the program on a CPU;
   (a') sweep_vmap: on a CPU, also the vmapped layout, for comparison;
   (b) sequential: K calls of the plain jitted round (`federated.make_round_fn`), one per
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from autoflip_jax import federated, local, masks, models, tp_sweep
+from autoflip_jax import federated, local, masks, models
 from benchmarks import timing
 
 _TPS = flags.DEFINE_list('tps', ['0.1', '0.2', '0.3'], 'Thresholds trained side by side.')
@@ -65,18 +65,21 @@ def main(argv):
   key, lr = jax.random.key(1), jnp.float32(0.05)
   chunk = federated.resolve_chunk(_CHUNK.value)
   kw = dict(optimizer='sgd', local_epochs=e, clients_per_chunk=chunk)
-  layouts = {'sweep': tp_sweep.resolve_threshold_chunk(chunk), 'sweep_vmap': 0}
-  sweep_fns = {name: tp_sweep.make_sweep_round_fn(apply_fn, thresholds_per_chunk=t, **kw)
+  # The layout a run picks (setup.resolve): thresholds one after another where clients are.
+  layouts = {'sweep': 1 if chunk == 1 else 0, 'sweep_vmap': 0}
+  sweep_fns = {name: federated.make_variant_round_fn(apply_fn, num_variants=k,
+                                                     variants_per_chunk=t, **kw)
                for name, t in layouts.items()
                if name == 'sweep' or t != layouts['sweep']}
-  stacked_params, stacked_mask = tp_sweep.stack([params] * k), tp_sweep.stack(mask_list)
+  stacked_params, stacked_mask = federated.stack([params] * k), federated.stack(mask_list)
+  keys = jnp.stack([key] * k)  # every threshold with the same round key, as in a run
 
   def sweep_with(sweep_fn):
     def sweep():
       state = federated.ServerState(jax.tree.map(jnp.copy, stacked_params),
                                     jax.tree.map(jnp.copy, stacked_mask),
                                     jnp.zeros((k,), jnp.int32))  # the round donates its state
-      return sweep_fn(state, data, num_examples, ids, key, lr, None)[0].params
+      return sweep_fn(state, data, num_examples, ids, keys, lr, None)[0].params
     return sweep
 
   round_fn = federated.make_round_fn(apply_fn, **kw)

@@ -16,7 +16,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from autoflip_jax import sweeps
-from autoflip_jax import train
+from autoflip_jax import config_checks, train
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Base experiment config file.',
                                           lock_config=True)
@@ -41,7 +41,7 @@ def main(argv):
     config.algorithm = 'autoflip'
     for key, value in point.items():
       config[key] = value
-    train.validate_config(config)
+    config_checks.validate_config(config)
     configs.append(config)
   reference = None
   if _REFERENCE.value:

@@ -22,7 +22,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.experimental import multihost_utils  # noqa: E402
 
-from autoflip_jax import federated, local, masks  # noqa: E402
+from autoflip_jax import federated, local, masks, sharding  # noqa: E402
 from autoflip_jax.models.cnn import CNN  # noqa: E402
 
 model = CNN(num_classes=3, channels=(4, 8), hidden=16)
@@ -50,13 +50,13 @@ data = local.ClientData(
 key, lr = jax.random.key(3), jnp.float32(1e-2)
 round_fn = federated.make_round_fn(apply_fn, optimizer='adam', local_epochs=2)
 
-mesh = federated.client_mesh(jax.device_count()) if multi else None
+mesh = sharding.client_mesh(jax.device_count()) if multi else None
 if multi:
   assert jax.process_count() == int(sys.argv[3]) and mesh is not None, jax.devices()
   assert mesh.size == jax.device_count() > jax.local_device_count()
-state = federated.ServerState(federated.replicate(params, mesh),
-                              federated.replicate(mask, mesh),
-                              federated.replicate(np.int32(0), mesh))
+state = federated.ServerState(sharding.replicate(params, mesh),
+                              sharding.replicate(mask, mesh),
+                              sharding.replicate(np.int32(0), mesh))
 
 
 def host(a):
@@ -71,7 +71,7 @@ result = {}
 for r in range(2):
   # A new cohort each round: the same clients' data with the order (and ids) rolled.
   order = np.roll(np.arange(c), 3 * r)
-  d, n, ids = federated.shard_clients(
+  d, n, ids = sharding.shard_clients(
       (jax.tree.map(lambda a: a[order], data), ns[order], np.arange(10, 18)[order]), mesh)
   if multi:
     # Each process holds only its own devices' clients.

@@ -154,6 +154,26 @@ def test_round_and_exploration_bytes():
   assert accounting.exploration_bytes(1000, 4) == (16000, 16000)
 
 
+def test_round_bytes_hand_computed():
+  """(up, down) bytes of a round, float32 values and the cheaper mask encoding, by hand."""
+  # 1001 params, 600 kept, 5 clients. Up: 600 values x 4 B = 2400 B a client -> 12000.
+  # Down with the mask: 2400 + bitmap ceil(1001 / 8) = 126 (indices would be 600 x 4 = 2400)
+  # = 2526 B a client -> 12630. Without the mask: 2400 -> 12000.
+  assert accounting.round_bytes(600, 1001, 5, send_mask=True) == (12000, 12630)
+  assert accounting.round_bytes(600, 1001, 5, send_mask=False) == (12000, 12000)
+  # 10000 params, 250 kept (97.5% sparse), 1 client: up 250 x 4 = 1000. Down: 1000 + the cheaper
+  # of indices 250 x 4 = 1000 and bitmap 10000 / 8 = 1250 -> 1000 + 1000 = 2000.
+  assert accounting.round_bytes(250, 10000, 1, send_mask=True) == (1000, 2000)
+  # 313 kept of 10000: indices 1252 > bitmap 1250 -> down = 1252 + 1250 = 2502 a client; 2 clients.
+  assert accounting.round_bytes(313, 10000, 2, send_mask=True) == (2 * 1252, 2 * 2502)
+  # FedAvg: everything kept, so no mask is sent even when asked: 4 x 64 = 256 each way, 3 clients.
+  assert accounting.round_bytes(64, 64, 3, send_mask=True) == (768, 768)
+  # No clients, no bytes.
+  assert accounting.round_bytes(600, 1001, 0, send_mask=True) == (0, 0)
+  # Exploration: 7 explorers x 1001 dense values x 4 B = 28028 each way.
+  assert accounting.exploration_bytes(1001, 7) == (28028, 28028)
+
+
 def test_param_counts():
   params = {'a': {'kernel': np.zeros((3, 4)), 'bias': np.zeros(4)}}
   mask = {'a': {'kernel': np.eye(3, 4, dtype=bool), 'bias': np.array([1, 0, 1, 1], bool)}}

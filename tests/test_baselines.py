@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from autoflip_jax import accounting, algorithms, federated, masks, models, train
-from autoflip_jax.baselines import controls, eflprune, prunefl
+from autoflip_jax.algorithms import controls, eflprune, prunefl
 from autoflip_jax.config_checks import validate_config
 from tests.helpers import tiny_config
 
@@ -66,16 +66,23 @@ def test_random_mask_depends_on_the_key():
   assert not np.array_equal(a['k'], b['k'])
 
 
+def _context(config, units=(), earlier=(), seed=0):
+  """An algorithm context without data: an exploration (needs `pack`) would fail."""
+  return algorithms.Context(config, apply_fn=None, units=units, positions={}, pack=None,
+                            clients_per_chunk=1, seed=seed, earlier=tuple(earlier))
+
+
 def test_control_sparsity_source():
   params = _params()  # 7 kernel weights
-  explore = dict(apply_fn=None, units=(), pack=None)  # would fail if the exploration ran
-  kept, source = controls.target_kept(params, config=tiny_config(control_sparsity=0.4),
-                                      previous={}, autoflip_kwargs=explore)
+  key = jax.random.key(0)
+  kept, source = controls.target_kept(_context(tiny_config(control_sparsity=0.4)), params, key)
   assert (kept, source) == (7 - 3, 'control_sparsity')
-  kept, source = controls.target_kept(params, config=tiny_config(),
-                                      previous={'autoflip': {'kernel_kept': 5}},
-                                      autoflip_kwargs=explore)
-  assert (kept, source) == (5, 'autoflip run')
+  earlier = [{'algorithm': 'autoflip', 'seed': 1, 'kernel_kept': 6},
+             {'algorithm': 'autoflip', 'seed': 0, 'kernel_kept': 5}]
+  kept, source = controls.target_kept(_context(tiny_config(), earlier=earlier), params, key)
+  assert (kept, source) == (5, 'autoflip run')  # AutoFLIP's run of the same seed
+  kept, _ = controls.target_kept(_context(tiny_config(), earlier=earlier, seed=1), params, key)
+  assert kept == 6
 
 
 @pytest.mark.parametrize('overrides, message', [
@@ -130,25 +137,27 @@ def _tiny_params(config):
 def test_prunefl_accumulates_importance_and_reconfigures_at_its_interval():
   config = tiny_config(prunefl_interval=2, num_rounds=4)
   model, params = _tiny_params(config)
-  hooks = algorithms.hooks('prunefl', config, model.units(), params)
-  assert hooks.track_grad_sq
+  algorithm = algorithms.get('prunefl', config, model.units())
+  assert algorithm.track_grad_sq and algorithm.round_mask is None
   coeff, t0 = prunefl.cost_coefficients(params, {}, 100)
   extra = {'importance': jax.tree.map(jnp.zeros_like, params), 'coeff': coeff,
            'time_constant': jnp.float32(t0)}
-  chex.assert_trees_all_equal_shapes(extra['importance'], hooks.extra_like['importance'])
-  state = federated.ServerState(params, masks.ones_mask(params), jnp.int32(0))
+  like = algorithm.state_like(_context(config), params)
+  chex.assert_trees_all_equal_shapes(extra['importance'], like['importance'])
+  mask = masks.ones_mask(params)
+  update = lambda r, met, extra: algorithm.update(r, params, mask, met, extra)
   # Every other weight has no gradient: those among the decrease candidates are dropped.
   grad = jax.tree.map(lambda p: 0.5 * (jnp.arange(p.size) % 2).reshape(p.shape), params)
   met = federated.RoundMetrics(jnp.float32(1.0), jnp.ones(2), jnp.int32(10), grad)
-  new_mask, extra = hooks.update(1, state, met, extra)
+  new_mask, extra = update(1, met, extra)
   assert new_mask is None
   jax.tree.map(np.testing.assert_array_equal, extra['importance'], grad)
-  new_mask, extra = hooks.update(2, state, met, extra)
+  new_mask, extra = update(2, met, extra)
   assert new_mask is not None
   assert accounting.kept_params(new_mask) < accounting.total_params(params)
   assert all(bool((i == 0).all()) for i in jax.tree.leaves(extra['importance']))
-  new_mask, extra = hooks.update(3, state, met, extra)
-  new_mask, _ = hooks.update(4, state, met, extra)  # the last round: nothing to train with it
+  new_mask, extra = update(3, met, extra)
+  new_mask, _ = update(4, met, extra)  # the last round: nothing to train with it
   assert new_mask is None
 
 
@@ -156,7 +165,7 @@ def test_eflprune_keeps_the_units_with_largest_l1_norm():
   config = tiny_config(eflprune_rate=0.5, eflprune_steps=1)
   model, params = _tiny_params(config)
   units = model.units()
-  mask = eflprune.init(params, config=config, units=units).mask
+  mask = eflprune.init(_context(config, units), params, None, (config.tp,))[0].mask
   scores = eflprune.unit_scores(params, units)
   for unit in units:
     kernel = np.asarray(mask[unit.kernel[0]]['kernel'])
@@ -190,8 +199,12 @@ def test_prunefl_mask_changes_only_after_its_interval(run):
   assert changed and set(changed) <= {3, 5}
   for r in rows[1:]:
     mask_sent = r['round'] == 1 or r['round'] in changed
-    assert (r['bytes_up'], r['bytes_down']) == accounting.round_bytes(
-        r['kept_params'], total, config.clients_per_round, mask_sent)
+    # Up: every client sends its kept float32 values. Down: the same, plus the mask while it
+    # is new, as a bitmap of ceil(total / 8) bytes (cheaper here than 4-byte indices).
+    assert r['bytes_up'] == config.clients_per_round * 4 * r['kept_params']
+    bitmap = -(-total // 8) if mask_sent else 0
+    assert 4 * r['kept_params'] > bitmap  # so the bitmap is the encoding
+    assert r['bytes_down'] == config.clients_per_round * (4 * r['kept_params'] + bitmap)
 
 
 def test_eflprune_prunes_units_progressively_and_never_revives(run):

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import pytest
 
 from autoflip_jax import models, report
-from autoflip_jax.baselines import controls
+from autoflip_jax.algorithms import controls
 from experiments.configs import compare as compare_config
 from tests.helpers import tiny_config
 
@@ -54,7 +54,8 @@ def test_writes_one_row_per_algorithm_in_order(run):
     table = json.load(f)
   assert table['target_accuracy'] == 0.0
   assert [r['algorithm'] for r in table['rows']] == ALGORITHMS
-  by_alg = report.read_metrics(os.path.join(workdir, 'metrics.jsonl'))
+  by_alg = {a: runs[0] for a, runs in
+            report.read_runs(os.path.join(workdir, 'metrics.jsonl')).items()}
   for row, summary in zip(table['rows'], summaries):
     last = by_alg[row['algorithm']][-1]
     assert row['final_accuracy'] == summary['test_accuracy'] == last['test_accuracy']

@@ -2,6 +2,9 @@
 
 import pytest
 
+import jax
+
+from autoflip_jax import setup as setup_lib
 from autoflip_jax import train
 from tests.helpers import tiny_config
 
@@ -11,8 +14,8 @@ def no_data(monkeypatch):
   """Any data load or compile means validation came too late."""
   def fail(*args, **kwargs):
     raise AssertionError('validation must fail before data is loaded or a program compiles')
-  monkeypatch.setattr(train.data_lib, 'load', fail)
-  monkeypatch.setattr(train.jax, 'jit', fail)
+  monkeypatch.setattr(setup_lib.data_lib, 'load', fail)
+  monkeypatch.setattr(jax, 'jit', fail)
 
 
 @pytest.mark.parametrize('field, value, message', [

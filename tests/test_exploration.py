@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,6 +45,24 @@ def test_guidance_example_weighted_mean():
   np.testing.assert_allclose(g['w'], [1.0, 1 / 3, 0.0, 2 / 3], atol=1e-6)
   # b: 0.25 * [1, 3] + 0.75 * [3, 1] = [2.5, 1.5] -> [1, 0].
   np.testing.assert_allclose(g['b'], [1.0, 0.0], atol=1e-6)
+
+
+def test_guidance_weights_change_the_result():
+  """The weights are used (the weighted guidance differs from the plain one), only their ratios
+  count, and a third explorer's weight moves the mean by hand-known amounts."""
+  two = jax.tree.map(lambda d: d[:2], SQDEV)
+  plain = np.asarray(exploration.guidance(two)['w'])
+  weighted = np.asarray(exploration.guidance(two, weights=jnp.array([1, 3]))['w'])
+  np.testing.assert_allclose(plain, [0.5, 0.5, 0.0, 1.0], atol=1e-7)
+  assert np.max(np.abs(weighted - plain)) > 0.3
+  # Weights 0.5 and 1.5 are 1 and 3 up to scale: the same minmax of [3, 1, 0, 2].
+  g = exploration.guidance(two, weights=jnp.array([0.5, 1.5]))
+  np.testing.assert_allclose(g['w'], [1.0, 1 / 3, 0.0, 2 / 3], atol=1e-6)
+  # Weights [1, 1, 2] / 4 on all three: w = [(0+4+180)/4, (4+0+0)/4, (0+0+140)/4, (8+0+20)/4]
+  # = [46, 1, 35, 7] -> (x - 1) / 45; b = [(1+3+10)/4, (3+1+10)/4] = [3.5, 3.5] -> 0.
+  g = exploration.guidance(SQDEV, weights=jnp.array([1.0, 1.0, 2.0]))
+  np.testing.assert_allclose(g['w'], [1.0, 0.0, 34 / 45, 6 / 45], atol=1e-6)
+  np.testing.assert_allclose(g['b'], [0.0, 0.0], atol=1e-7)
 
 
 def test_guidance_weight_zero_explorer_ignored():
@@ -95,18 +111,12 @@ def setup():
   return params0, data, client_ids, rng, explore(params0, data, client_ids, rng)
 
 
-def test_explore_vmapped_equals_loop(setup):
-  params0, data, client_ids, rng, out = setup
-  one = jax.jit(functools.partial(exploration.explore_client, apply_fn=apply_fn, **KW))
-  for k, cid in enumerate(np.asarray(client_ids)):
-    d = jax.tree.map(lambda a: a[k], data)
-    sqdev, loss, epochs_run = one(params0, d, jax.random.fold_in(rng, int(cid)))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[k], b, atol=1e-5, rtol=1e-4),
-                 out.sqdev, sqdev)
-    np.testing.assert_allclose(out.final_loss[k], loss, rtol=1e-5)
-    assert int(out.epochs_run[k]) == int(epochs_run)
+def test_explore_outputs_shapes_and_per_explorer_results(setup):
+  """[explorers]-leading outputs; explorers with other data explore differently."""
+  params0, _, _, _, out = setup
   assert out.final_loss.shape == (3,) and out.epochs_run.shape == (3,)
-  # Different clients (and keys) explore differently.
+  for leaf, p in zip(jax.tree.leaves(out.sqdev), jax.tree.leaves(params0)):
+    assert leaf.shape == (3,) + p.shape
   w = np.asarray(out.sqdev['dense0']['kernel'])
   assert not np.allclose(w[0], w[1])
 
@@ -152,3 +162,92 @@ def test_trajectory_includes_final_deviation(setup):
   f = np.asarray(out.sqdev['dense0']['kernel'])
   for k in range(3):
     assert np.sum(t[k]) > np.sum(f[k]) * 1.001, k
+
+
+# --- a linear model, by hand ------------------------------------------------------------------
+#
+# logits = x @ w + b. An explorer whose examples fit in one batch takes one full-batch SGD step an
+# epoch, whatever the shuffle: theta_{e+1} = theta_e - lr * g(theta_e), g computed in NumPy.
+
+LIN_W = np.array([[0.1, -0.1, 0.6], [0.1, -0.5, 0.4], [1.3, 0.9, -0.7]], np.float32)
+LIN_B = np.array([0.1, -0.2, 0.3], np.float32)
+
+
+def linear_apply(p, x):
+  return x @ p['w'] + p['b']
+
+
+def _np_grad_and_loss(w, b, x, y):
+  w, b, x = (np.asarray(a, np.float64) for a in (w, b, x))
+  z = x @ w + b
+  z -= z.max(axis=1, keepdims=True)
+  logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+  d = np.exp(logp)
+  d[np.arange(len(y)), y] -= 1.0
+  d /= len(y)
+  return x.T @ d, d.sum(axis=0), -np.mean(logp[np.arange(len(y)), y])
+
+
+def _lin_clients(ns, steps, batch, seed):
+  """Explorers' examples (lists of (x, y)) and their padded ClientData (garbage padding)."""
+  rng = np.random.default_rng(seed)
+  k, slots = len(ns), steps * batch
+  x = (rng.normal(size=(k, slots, 3)) * 50.0).astype(np.float32)
+  y = rng.integers(0, 3, (k, slots)).astype(np.int32)
+  valid = np.arange(slots)[None] < np.asarray(ns)[:, None]
+  x[valid] = rng.normal(size=(int(valid.sum()), 3)).astype(np.float32)
+  examples = [(x[i, :n].copy(), y[i, :n].copy()) for i, n in enumerate(ns)]
+  data = local.ClientData(jnp.asarray(x.reshape(k, steps, batch, 3)),
+                          jnp.asarray(y.reshape(k, steps, batch)),
+                          jnp.asarray(valid.reshape(k, steps, batch)))
+  return examples, data
+
+
+def _lin_params0():
+  return {'w': jnp.asarray(LIN_W), 'b': jnp.asarray(LIN_B)}
+
+
+@pytest.mark.parametrize('trajectory', [False, True])
+def test_explore_hand_computed(trajectory):
+  """Two explorers (4 and 3 examples, one batch each), SGD lr 0.5, two epochs, no early stop:
+  sqdev = (theta_2 - theta_0)^2, or with `trajectory` (theta_1 - theta_0)^2 + (theta_2 -
+  theta_0)^2; final_loss is the second epoch's loss, i.e. at theta_1; epochs_run is 2."""
+  lr = 0.5
+  examples, data = _lin_clients([4, 3], steps=1, batch=4, seed=0)
+  explore = exploration.make_explore_fn(linear_apply, optimizer='sgd', learning_rate=lr,
+                                        epochs=2, patience=0, trajectory=trajectory)
+  out = explore(_lin_params0(), data, jnp.array([5, 2], jnp.int32), jax.random.PRNGKey(0))
+  np.testing.assert_array_equal(out.epochs_run, [2, 2])
+  for k, (x, y) in enumerate(examples):
+    gw0, gb0, _ = _np_grad_and_loss(LIN_W, LIN_B, x, y)
+    w1, b1 = LIN_W - lr * gw0, LIN_B - lr * gb0
+    gw1, gb1, loss1 = _np_grad_and_loss(w1, b1, x, y)
+    w2, b2 = w1 - lr * gw1, b1 - lr * gb1
+    want_w, want_b = (w2 - LIN_W) ** 2, (b2 - LIN_B) ** 2
+    if trajectory:
+      want_w, want_b = want_w + (w1 - LIN_W) ** 2, want_b + (b1 - LIN_B) ** 2
+    np.testing.assert_allclose(out.sqdev['w'][k], want_w, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(out.sqdev['b'][k], want_b, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(out.final_loss[k], loss1, rtol=1e-5)
+  assert np.min(np.asarray(out.sqdev['w'])) > 1e-6
+
+
+def test_explore_key_depends_on_client_id_not_position():
+  """An explorer's shuffles are fixed by (rng, client id): 12 examples in 3 batches of 4 (the
+  order of SGD steps matters). The same call twice is identical; swapping two explorers' places
+  (data and id together) swaps their results; the same data under another id, or another rng,
+  explores differently."""
+  _, data = _lin_clients([12, 12], steps=3, batch=4, seed=1)
+  explore = exploration.make_explore_fn(linear_apply, optimizer='sgd', learning_rate=0.5,
+                                        epochs=1, patience=0)
+  params0, rng = _lin_params0(), jax.random.PRNGKey(3)
+  dev = lambda ids, idx, r=rng: np.asarray(explore(
+      params0, jax.tree.map(lambda a: a[np.asarray(idx)], data), jnp.asarray(ids, jnp.int32),
+      r).sqdev['w'])
+  base = dev([4, 9], [0, 1])
+  np.testing.assert_array_equal(dev([4, 9], [0, 1]), base)
+  np.testing.assert_allclose(dev([9, 4], [1, 0]), base[::-1], atol=1e-7, rtol=0)
+  same_data = dev([4, 9], [0, 0])
+  np.testing.assert_allclose(same_data[0], base[0], atol=1e-7, rtol=0)
+  assert np.max(np.abs(same_data[1] - same_data[0])) > 1e-5
+  assert np.max(np.abs(dev([4, 9], [0, 1], jax.random.PRNGKey(4)) - base)) > 1e-5

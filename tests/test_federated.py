@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -98,41 +96,44 @@ def test_fedavg_hand_computed():
 
 # --- the round --------------------------------------------------------------------------------
 
-def test_round_equals_python_loop_over_clients(params, mask):
+def test_round_is_the_weighted_average_of_its_clients_alone(params, mask):
+  """The cohort's model is mask * sum_k n_k / sum_j n_j theta_k, where theta_k is the model client
+  k gives alone in the same round (a cohort of one, whose global model is its own), for the CNN,
+  Adam, two local epochs and an empty client; the metrics are the clients' alone, weighted."""
   data = _client_data(NS)
-  ids = jnp.array([3, 7, 1, 12], jnp.int32)
-  rng, lr, start_round = jax.random.PRNGKey(5), 1e-2, 2
-  state, metrics = ROUND(_state(params, mask, start_round), data, jnp.asarray(NS), ids, rng,
-                         jnp.float32(lr), None)
-
-  train_one = jax.jit(functools.partial(local.train, apply_fn=apply_fn, optimizer='adam',
-                                        epochs=EPOCHS))
-  round_key = jax.random.fold_in(rng, start_round)
-  start = masks.apply_mask(params, mask)
-  outs = [train_one(start, mask, jax.tree.map(lambda a: a[k], data),
-                    jax.random.fold_in(round_key, int(cid)), learning_rate=lr)
-          for k, cid in enumerate(np.asarray(ids))]
-  w = NS / NS.sum()
+  ids = np.array([3, 7, 1, 12], np.int32)
+  rng, lr, start_round = jax.random.PRNGKey(5), jnp.float32(1e-2), 2
+  state, metrics = ROUND(_state(params, mask, start_round), data, jnp.asarray(NS),
+                         jnp.asarray(ids), rng, lr, None)
+  alone_params, alone_loss = [], []
+  for k in range(4):
+    s, m = ROUND(_state(params, mask, start_round), jax.tree.map(lambda a: a[k:k + 1], data),
+                 jnp.asarray(NS[k:k + 1]), jnp.asarray(ids[k:k + 1]), rng, lr, None)
+    alone_params.append(_np(s.params))
+    alone_loss.append(float(m.client_loss[0]))
+  w = NS / NS.sum()  # [5, 0, 2, 7] / 14
   want = jax.tree.map(
-      lambda m, *ps: np.where(m, sum(wk * np.asarray(p) for wk, p in zip(w, ps)), 0.0),
-      mask, *[o.params for o in outs])
+      lambda m, *ps: np.where(m, sum(wk * p for wk, p in zip(w, ps)), 0.0),
+      mask, *alone_params)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=0), state.params,
                want)
-  client_loss = np.array([float(o.loss) for o in outs])
-  np.testing.assert_allclose(metrics.client_loss, client_loss, rtol=1e-5)
-  assert client_loss[1] == 0.0  # the empty client
-  np.testing.assert_allclose(metrics.train_loss, np.sum(w * client_loss), rtol=1e-5)
+  np.testing.assert_allclose(metrics.client_loss, alone_loss, rtol=1e-5)
+  assert alone_loss[1] == 0.0 and all(l > 0 for i, l in enumerate(alone_loss) if i != 1)
+  np.testing.assert_allclose(metrics.train_loss, np.sum(w * np.array(alone_loss)), rtol=1e-5)
   assert int(metrics.num_examples) == 14
   assert int(state.round) == start_round + 1
   jax.tree.map(np.testing.assert_array_equal, state.mask, mask)
-  # The round did move the model (so the comparison above is not trivially of the start point).
-  assert max(float(np.max(np.abs(a - b))) for a, b in
-             zip(jax.tree.leaves(state.params), jax.tree.leaves(start))) > 1e-3
+  # The clients moved, each differently (so the average above is not of equal models).
+  start = _np(masks.apply_mask(params, mask))
+  kernel = lambda t: t['dense0']['kernel']
+  assert np.max(np.abs(kernel(state.params) - kernel(start))) > 1e-3
+  assert np.max(np.abs(kernel(alone_params[0]) - kernel(alone_params[2]))) > 1e-3
+  jax.tree.map(np.testing.assert_array_equal, alone_params[1], start)  # the empty client
   # A client's result depends on its id, not its position in the cohort: reversing the cohort
   # gives the same global model.
   rev = lambda a: a[::-1]
   state2, _ = ROUND(_state(params, mask, start_round), jax.tree.map(rev, data),
-                    jnp.asarray(NS[::-1]), ids[::-1], rng, jnp.float32(lr), None)
+                    jnp.asarray(NS[::-1]), jnp.asarray(ids[::-1]), rng, lr, None)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=0), state2.params,
                state.params)
 
@@ -188,7 +189,7 @@ def test_pruned_weights_stay_zero_across_rounds(params, mask, three_rounds):
 
 def test_mask_fn_mask_is_applied(params, mask, guidance):
   """The per-round mask path: the mask is rebuilt in the round from `aux` (here the guidance)."""
-  mask_fn = lambda client_ids, num_examples, aux: masks.hybrid_mask(
+  mask_fn = lambda aux, client_ids, num_examples: masks.hybrid_mask(
       aux, 0.4, UNITS, structured_tp=0.25)
   round_fn = federated.make_round_fn(apply_fn, optimizer='adam', local_epochs=EPOCHS,
                                      mask_fn=mask_fn)
@@ -228,3 +229,118 @@ def test_resolve_chunk_per_backend():
   assert federated.resolve_chunk(0, mesh_devices=8) == 0
   assert federated.resolve_chunk(0, vmap_on_cpu=True) == 0  # the LSTM: vmapped on a CPU too
   assert federated.resolve_chunk(4) == 4 and federated.resolve_chunk(1, mesh_devices=8) == 1
+
+
+# --- a linear model, by hand ------------------------------------------------------------------
+#
+# logits = x @ w + b. With one step of SGD on one batch holding all of a client's examples, the
+# client's model is theta_k = theta - lr * mask * g_k (the shuffle cannot matter), with g_k the
+# gradient of its mean softmax cross-entropy at the masked global model, computed in NumPy.
+
+LIN_W = np.array([[0.1, -0.1, 0.6], [0.1, -0.5, 0.4], [1.3, 0.9, -0.7]], np.float32)
+LIN_B = np.array([0.1, -0.2, 0.3], np.float32)
+LIN_MASK = {'w': np.array([[1, 0, 1], [1, 1, 0], [0, 1, 1]], bool), 'b': np.array([1, 1, 0], bool)}
+
+
+def linear_apply(p, x):
+  return x @ p['w'] + p['b']
+
+
+def _np_grad_and_loss(w, b, x, y):
+  w, b, x = (np.asarray(a, np.float64) for a in (w, b, x))
+  z = x @ w + b
+  z -= z.max(axis=1, keepdims=True)
+  logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+  d = np.exp(logp)
+  d[np.arange(len(y)), y] -= 1.0
+  d /= len(y)
+  return x.T @ d, d.sum(axis=0), -np.mean(logp[np.arange(len(y)), y])
+
+
+def _lin_clients(ns, steps, batch, seed):
+  """Clients' examples (lists of (x, y)) and their padded ClientData; padding is large garbage."""
+  rng = np.random.default_rng(seed)
+  k, slots = len(ns), steps * batch
+  x = (rng.normal(size=(k, slots, 3)) * 50.0).astype(np.float32)
+  y = rng.integers(0, 3, (k, slots)).astype(np.int32)
+  valid = np.arange(slots)[None] < np.asarray(ns)[:, None]
+  x[valid] = rng.normal(size=(int(valid.sum()), 3)).astype(np.float32)
+  examples = [(x[i, :n].copy(), y[i, :n].copy()) for i, n in enumerate(ns)]
+  data = local.ClientData(jnp.asarray(x.reshape(k, steps, batch, 3)),
+                          jnp.asarray(y.reshape(k, steps, batch)),
+                          jnp.asarray(valid.reshape(k, steps, batch)))
+  return examples, data
+
+
+def _lin_state(mask, round_=0):
+  return federated.ServerState({'w': jnp.asarray(LIN_W), 'b': jnp.asarray(LIN_B)},
+                               jax.tree.map(jnp.asarray, mask), jnp.asarray(round_, jnp.int32))
+
+
+@pytest.mark.parametrize('chunk', [0, 1, 2])
+def test_round_hand_computed(chunk):
+  """One SGD step per client (one batch holds all its examples): the new global model is
+  mask * sum_k n_k / sum_j n_j (theta_m - lr * mask * g_k), theta_m = mask * theta, with unequal
+  n_k, pruned weights that are non-zero in the incoming state, and an empty client (garbage data)
+  of weight 0. The same whether the cohort is one vmap (0), one client at a time (1) or chunks
+  of two (2)."""
+  ns = np.array([4, 0, 1, 3], np.int32)
+  lr = 0.5
+  examples, data = _lin_clients(ns, steps=1, batch=4, seed=0)
+  wm, bm = LIN_W * LIN_MASK['w'], LIN_B * LIN_MASK['b']
+  want_w, want_b, losses = np.zeros((3, 3)), np.zeros(3), np.zeros(4)
+  for k, (x, y) in enumerate(examples):
+    if ns[k] == 0:
+      continue
+    gw, gb, losses[k] = _np_grad_and_loss(wm, bm, x, y)
+    want_w += ns[k] / 8 * (wm - lr * LIN_MASK['w'] * gw)
+    want_b += ns[k] / 8 * (bm - lr * LIN_MASK['b'] * gb)
+  want_w, want_b = want_w * LIN_MASK['w'], want_b * LIN_MASK['b']
+  round_fn = federated.make_round_fn(linear_apply, optimizer='sgd', local_epochs=1,
+                                     clients_per_chunk=chunk)
+  state, metrics = round_fn(_lin_state(LIN_MASK, 4), data, jnp.asarray(ns),
+                            jnp.array([6, 2, 9, 0], jnp.int32), jax.random.PRNGKey(1),
+                            jnp.float32(lr), None)
+  np.testing.assert_allclose(state.params['w'], want_w, atol=1e-6, rtol=0)
+  np.testing.assert_allclose(state.params['b'], want_b, atol=1e-6, rtol=0)
+  np.testing.assert_array_equal(np.asarray(state.params['w'])[~LIN_MASK['w']], 0.0)
+  np.testing.assert_array_equal(np.asarray(state.params['b'])[~LIN_MASK['b']], 0.0)
+  np.testing.assert_allclose(metrics.client_loss, losses, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(metrics.train_loss, np.sum(ns / 8 * losses), rtol=1e-5)
+  assert int(metrics.num_examples) == 8 and int(state.round) == 5
+  jax.tree.map(np.testing.assert_array_equal, state.mask, LIN_MASK)
+  # The weighting matters here: a plain mean over the cohort would land elsewhere.
+  plain = np.mean([wm - lr * LIN_MASK['w'] * _np_grad_and_loss(wm, bm, x, y)[0]
+                   for x, y in examples if len(y)], axis=0) * LIN_MASK['w']
+  assert np.max(np.abs(plain - want_w)) > 1e-2
+
+
+LIN_ROUND = federated.make_round_fn(linear_apply, optimizer='sgd', local_epochs=1)
+
+
+def test_round_key_depends_on_round_and_client_id_not_position():
+  """The local shuffles are fixed by (rng, round, client id): with 12 examples in 3 batches of 4
+  (so the order of SGD steps matters), the same round twice is identical; the next round, or
+  another id, gives another model; and a client's model inside a cohort does not depend on its
+  position (the cohort's model is the n-weighted mean of its clients' models alone)."""
+  ones = jax.tree.map(lambda m: np.ones_like(m), LIN_MASK)
+  _, data = _lin_clients(np.array([12, 7]), steps=3, batch=4, seed=1)
+  rng, lr = jax.random.PRNGKey(9), jnp.float32(0.5)
+
+  def run(round_, ids, idx):
+    d = jax.tree.map(lambda a: a[np.asarray(idx)], data)
+    n = jnp.asarray(np.asarray(d.valid).sum(axis=(1, 2)), jnp.int32)
+    state, _ = LIN_ROUND(_lin_state(ones, round_), d, n, jnp.asarray(ids, jnp.int32), rng, lr,
+                         None)
+    return np.asarray(state.params['w'])
+
+  base = run(0, [3], [0])
+  np.testing.assert_array_equal(run(0, [3], [0]), base)
+  assert np.max(np.abs(run(1, [3], [0]) - base)) > 1e-4     # the round changes the shuffle
+  assert np.max(np.abs(run(0, [5], [0]) - base)) > 1e-4     # so does the client id
+  assert np.max(np.abs(run(1, [3], [0]) - run(2, [3], [0]))) > 1e-4
+  # Client 3 with 12 examples and client 5 with 7, in either order, at round 1.
+  a, b = run(1, [3], [0]), run(1, [5], [1])
+  want = (12 * a + 7 * b) / 19
+  np.testing.assert_allclose(run(1, [3, 5], [0, 1]), want, atol=1e-6, rtol=0)
+  np.testing.assert_allclose(run(1, [5, 3], [1, 0]), want, atol=1e-6, rtol=0)

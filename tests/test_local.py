@@ -79,31 +79,27 @@ def test_padding_invariance_single_step_many_epochs(params):
   assert moved > 1e-3
 
 
-def test_padding_invariance_multi_step_same_example_sequence(params):
-  """n > batch, one epoch: when the shuffle yields the same sequence of real examples, the result
-  does not depend on the number of steps, on where the real examples sit, or on padding values.
+def test_padding_invariance_multi_step(params):
+  """n > batch over two epochs: the result does not depend on the number of steps, on where the
+  real examples sit, or on padding values.
 
-  The shuffle draws one uniform per slot, so it depends on the layout; we place the examples in
-  the long layout so that its valid-first order visits them in the short layout's order.
+  The six real examples are identical, so the shuffle cannot matter and no knowledge of the
+  shuffle's keys is needed: each epoch must take ceil(6 / 4) = 2 Adam steps, on 4 and then 2
+  examples, in both layouts. (A layout where the scattered valid slots were not gathered first
+  would take 4 non-empty steps an epoch and end elsewhere.)
   """
-  n, key = 6, jax.random.PRNGKey(11)
-  x, y = _examples(n, seed=2)
-  epoch_key = jax.random.fold_in(key, 0)
-  short_valid = np.zeros(2 * BATCH, bool)
-  short_valid[:n] = True
-  seq = np.asarray(local.epoch_order(epoch_key, jnp.asarray(short_valid)))[:n]  # example ids
-  long_valid = np.zeros(4 * BATCH, bool)
-  long_valid[[1, 3, 6, 8, 13, 15]] = True
-  slots = np.asarray(local.epoch_order(epoch_key, jnp.asarray(long_valid)))[:n]
-  assert set(slots) == {1, 3, 6, 8, 13, 15}
-  # Slot slots[j] is visited j-th: it must hold example seq[j].
-  train = _train_fn('adam', epochs=1)
-  short = train(params, ones_mask(params), _pack(x, y, np.arange(n), steps=2), key,
+  x, y = _examples(1, seed=2)
+  x, y = np.repeat(x, 6, 0), np.repeat(y, 6, 0)
+  key = jax.random.PRNGKey(11)
+  train = _train_fn('adam', epochs=2)
+  short = train(params, ones_mask(params), _pack(x, y, np.arange(6), steps=2), key,
                 learning_rate=1e-2)
-  long = train(params, ones_mask(params), _pack(x[seq], y[seq], slots, steps=4, seed=9), key,
-               learning_rate=1e-2)
+  long = train(params, ones_mask(params), _pack(x, y, [1, 3, 6, 8, 13, 15], steps=4, seed=9),
+               key, learning_rate=1e-2)
   _assert_trees_close(short.params, long.params, atol=1e-6)
   np.testing.assert_allclose(short.loss, long.loss, atol=1e-6)
+  assert max(float(jnp.max(jnp.abs(a - b))) for a, b in
+             zip(jax.tree.leaves(short.params), jax.tree.leaves(params))) > 1e-3
 
 
 def _single_step_client():
@@ -212,18 +208,140 @@ def test_make_optimizer():
     local.make_optimizer('bogus', 1e-3)
 
 
-def test_grad_sq_covers_pruned_weights(params):
-  """PruneFL's importance: the squared gradient at the masked point, for pruned weights too, so
-  they can regrow; with lr 0 and one step it is exactly the dense gradient squared."""
-  data = _single_step_client()
-  mask = jax.tree.map(lambda p: np.arange(p.size).reshape(p.shape) % 3 != 0, params)
-  train = jax.jit(functools.partial(local.train, apply_fn=apply_fn, optimizer='sgd', epochs=1,
-                                    track_grad_sq=True))
-  out = train(params, mask, data, jax.random.PRNGKey(0), learning_rate=0.0)
-  masked_params = jax.tree.map(lambda p, m: np.where(m, p, 0.0), params, mask)
-  v = data.valid[0]
-  grads = jax.grad(lambda p: local.cross_entropy(apply_fn, p, data.x[0], data.y[0], v)[0]
-                   / jnp.sum(v))(masked_params)
-  _assert_trees_close(out.grad_sq, jax.tree.map(jnp.square, grads), atol=1e-6)
-  kernel_gsq, kernel_mask = out.grad_sq['conv0']['kernel'], mask['conv0']['kernel']
-  assert float(jnp.sum(kernel_gsq[~kernel_mask])) > 0
+# --- a linear model, trained by hand ---------------------------------------------------------
+#
+# logits = x @ w + b, softmax cross-entropy. The mean loss's gradient over n examples, computed in
+# NumPy (float64): dlogits = (softmax(logits) - onehot(y)) / n, dw = x^T dlogits, db = sum dlogits.
+
+LIN_W = np.array([[0.1, -0.1, 0.6], [0.1, -0.5, 0.4], [1.3, 0.9, -0.7]], np.float32)
+LIN_B = np.array([0.1, -0.2, 0.3], np.float32)
+LIN_X = np.array([[-1.3, -0.6, 0.0], [-2.3, -0.2, -1.2], [-0.7, -0.5, -0.3], [0.4, 1.0, -0.1]],
+                 np.float32)
+LIN_Y = np.array([0, 2, 1, 2], np.int32)
+# Keeps 6 of the 9 weights and 2 of the 3 biases.
+LIN_MASK = {'w': np.array([[1, 0, 1], [1, 1, 0], [0, 1, 1]], bool), 'b': np.array([1, 1, 0], bool)}
+
+
+def linear_apply(p, x):
+  return x @ p['w'] + p['b']
+
+
+def _lin_params():
+  return {'w': jnp.asarray(LIN_W), 'b': jnp.asarray(LIN_B)}
+
+
+def _lin_data():
+  """All four examples in one full batch: one step an epoch, whatever the shuffle."""
+  return local.ClientData(jnp.asarray(LIN_X[None]), jnp.asarray(LIN_Y[None]),
+                          jnp.ones((1, 4), bool))
+
+
+def _np_grad(w, b, x, y):
+  w, b, x = (np.asarray(a, np.float64) for a in (w, b, x))
+  z = x @ w + b
+  z -= z.max(axis=1, keepdims=True)
+  p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+  d = p.copy()
+  d[np.arange(len(y)), y] -= 1.0
+  d /= len(y)
+  return x.T @ d, d.sum(axis=0)
+
+
+def _np_loss(w, b, x, y):
+  z = np.asarray(x, np.float64) @ np.asarray(w, np.float64) + np.asarray(b, np.float64)
+  logp = z - z.max(axis=1, keepdims=True)
+  logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+  return -np.mean(logp[np.arange(len(y)), y])
+
+
+def _lin_train(optimizer, lr, mask=None, **kw):
+  params = _lin_params()
+  mask = mask if mask is not None else ones_mask(params)
+  return local.train(params, mask, _lin_data(), jax.random.PRNGKey(0), apply_fn=linear_apply,
+                     optimizer=optimizer, learning_rate=lr, **kw)
+
+
+def test_sgd_step_hand_computed():
+  """'sgd', one step: theta - lr * g, with g the hand-computed gradient of the mean loss."""
+  lr = 0.1
+  gw, gb = _np_grad(LIN_W, LIN_B, LIN_X, LIN_Y)
+  out = _lin_train('sgd', lr, epochs=1)
+  np.testing.assert_allclose(out.params['w'], LIN_W - lr * gw, atol=1e-6, rtol=0)
+  np.testing.assert_allclose(out.params['b'], LIN_B - lr * gb, atol=1e-6, rtol=0)
+  np.testing.assert_allclose(out.loss, _np_loss(LIN_W, LIN_B, LIN_X, LIN_Y), rtol=1e-5)
+  assert int(out.epochs_run) == 1
+
+
+def test_adam_first_step_hand_computed():
+  """'adam', one step: the bias-corrected moments are m = g and v = g^2, so the update is
+  -lr * g / (|g| + 1e-8), i.e. every weight moves by lr against its gradient's sign, whatever
+  the gradient's size (unlike SGD: the gradients here range from 0.004 to 0.2)."""
+  lr = 0.1
+  gw, gb = _np_grad(LIN_W, LIN_B, LIN_X, LIN_Y)
+  assert np.all(np.abs(gw) > 1e-3) and np.all(np.abs(gb) > 1e-3)
+  out = _lin_train('adam', lr, epochs=1)
+  np.testing.assert_allclose(out.params['w'], LIN_W - lr * gw / (np.abs(gw) + 1e-8), atol=1e-5,
+                             rtol=0)
+  np.testing.assert_allclose(out.params['b'], LIN_B - lr * gb / (np.abs(gb) + 1e-8), atol=1e-5,
+                             rtol=0)
+  np.testing.assert_allclose(np.abs(out.params['w'] - LIN_W), lr, atol=1e-5)
+
+
+def test_adam_second_step_hand_computed():
+  """'adam', two epochs of one step: m = .1 * .9 g1 + .1 g2, v = .001 * .999 g1^2 + .001 g2^2,
+  bias-corrected by 1 - .9^2 and 1 - .999^2 (g2 taken at the params after the first step)."""
+  lr = 0.1
+  gw1, gb1 = _np_grad(LIN_W, LIN_B, LIN_X, LIN_Y)
+  w1, b1 = LIN_W - lr * np.sign(gw1), LIN_B - lr * np.sign(gb1)
+  gw2, gb2 = _np_grad(w1, b1, LIN_X, LIN_Y)
+
+  def second(theta, g1, g2):
+    m = (0.9 * 0.1 * g1 + 0.1 * g2) / (1 - 0.9 ** 2)
+    v = (0.999 * 0.001 * g1 ** 2 + 0.001 * g2 ** 2) / (1 - 0.999 ** 2)
+    return theta - lr * m / (np.sqrt(v) + 1e-8)
+
+  out = _lin_train('adam', lr, epochs=2)
+  np.testing.assert_allclose(out.params['w'], second(w1, gw1, gw2), atol=1e-5, rtol=0)
+  np.testing.assert_allclose(out.params['b'], second(b1, gb1, gb2), atol=1e-5, rtol=0)
+  np.testing.assert_allclose(out.last_loss, _np_loss(w1, b1, LIN_X, LIN_Y), rtol=1e-5)
+
+
+def _add_constant(c):
+  """A transformation that adds `c` to every update: it would move pruned weights too."""
+  return optax.GradientTransformation(
+      lambda params: optax.EmptyState(),
+      lambda updates, state, params=None: (jax.tree.map(lambda u: u + c, updates), state))
+
+
+def test_pruned_weights_zero_under_an_optimizer_that_moves_them(monkeypatch):
+  """The mask is re-applied after every optimizer step: with an optimizer whose update is
+  non-zero for zero gradients (SGD plus a constant 0.1), pruned weights still end exactly 0, and
+  kept ones are theta - lr * g + 0.1 (g the gradient at the masked params)."""
+  lr = 0.1
+  monkeypatch.setattr(local, 'make_optimizer',
+                      lambda name, learning_rate: optax.chain(optax.sgd(learning_rate),
+                                                              _add_constant(0.1)))
+  mask = {k: jnp.asarray(v) for k, v in LIN_MASK.items()}
+  out = _lin_train('sgd', lr, mask=mask, epochs=1)
+  w0, b0 = LIN_W * LIN_MASK['w'], LIN_B * LIN_MASK['b']
+  gw, gb = _np_grad(w0, b0, LIN_X, LIN_Y)
+  want_w = np.where(LIN_MASK['w'], w0 - lr * gw + 0.1, 0.0)
+  want_b = np.where(LIN_MASK['b'], b0 - lr * gb + 0.1, 0.0)
+  np.testing.assert_array_equal(np.asarray(out.params['w'])[~LIN_MASK['w']], 0.0)
+  np.testing.assert_array_equal(np.asarray(out.params['b'])[~LIN_MASK['b']], 0.0)
+  np.testing.assert_allclose(out.params['w'], want_w, atol=1e-6, rtol=0)
+  np.testing.assert_allclose(out.params['b'], want_b, atol=1e-6, rtol=0)
+
+
+def test_grad_sq_covers_pruned_weights():
+  """PruneFL's importance: the squared DENSE gradient at the masked point, for pruned weights
+  too, so they can regrow; with lr 0 and one step it is exactly g^2, g computed by hand."""
+  mask = {k: jnp.asarray(v) for k, v in LIN_MASK.items()}
+  out = _lin_train('sgd', 0.0, mask=mask, epochs=1, track_grad_sq=True)
+  gw, gb = _np_grad(LIN_W * LIN_MASK['w'], LIN_B * LIN_MASK['b'], LIN_X, LIN_Y)
+  np.testing.assert_allclose(out.grad_sq['w'], gw ** 2, rtol=1e-5, atol=1e-9)
+  np.testing.assert_allclose(out.grad_sq['b'], gb ** 2, rtol=1e-5, atol=1e-9)
+  assert np.all(np.asarray(out.grad_sq['w'])[~LIN_MASK['w']] > 1e-6)
+  # Two epochs of one step each: the sum of both steps' squares (the params do not move).
+  out = _lin_train('sgd', 0.0, mask=mask, epochs=2, track_grad_sq=True)
+  np.testing.assert_allclose(out.grad_sq['w'], 2 * gw ** 2, rtol=1e-5, atol=1e-9)

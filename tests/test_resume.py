@@ -84,7 +84,8 @@ def _like():
   config = tiny_config(**OVERRIDES)
   model = models.get_model(config, 10)
   params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))['params']
-  return {'params': params, 'mask': masks.ones_mask(params), 'round': jnp.int32(0)}
+  tree = {'params': params, 'mask': masks.ones_mask(params), 'round': jnp.int32(0)}
+  return jax.tree.map(lambda a: a[None], tree)  # the variant axis: one variant
 
 
 def test_finished_run_is_not_run_again(uninterrupted, monkeypatch):

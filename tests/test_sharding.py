@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from autoflip_jax import federated
+from autoflip_jax import sharding
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,5 +23,5 @@ def test_sharded_round_equals_single_device():
 
 def test_mesh_larger_than_the_machine_is_refused():
   with pytest.raises(ValueError, match='config.mesh_devices=4096'):
-    federated.client_mesh(4096)
-  assert federated.client_mesh(1) is None
+    sharding.client_mesh(4096)
+  assert sharding.client_mesh(1) is None

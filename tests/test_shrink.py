@@ -5,7 +5,6 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-from flax import traverse_util
 
 from autoflip_jax import accounting, masks, shrink
 from autoflip_jax.models.cnn import CNN
@@ -50,8 +49,15 @@ def test_shrunk_model_computes_the_masked_model(name):
   want = _apply(model, _masked(params, mask), x)
   got = _apply(small.model, small.params, x)
   np.testing.assert_allclose(got, want, atol=2e-5 * max(1.0, np.abs(want).max()))
-  # Fewer parameters, and the kept values are the masked full model's.
+  # Fewer parameters, and the kept values are the masked full model's: shrinking drops only
+  # zeros, so the non-zero values are the same multiset; every entry the shrunk mask prunes is 0.
   assert accounting.total_params(small.params) < accounting.total_params(params)
+  nonzero = lambda tree: np.sort(np.concatenate(
+      [np.asarray(a).ravel() for a in jax.tree.leaves(tree)]))
+  full, shrunk = nonzero(_masked(params, mask)), nonzero(small.params)
+  np.testing.assert_array_equal(shrunk[shrunk != 0], full[full != 0])
+  for p, m in zip(jax.tree.leaves(small.params), jax.tree.leaves(small.mask)):
+    np.testing.assert_array_equal(np.asarray(p)[~np.asarray(m)], 0.0)
   assert accounting.kept_params(small.mask) == accounting.kept_params(mask)  # all in kept units
   # The structured FLOP count bounds the shrunk model's dense count from below (it also skips
   # input rows that unstructured pruning emptied).
@@ -77,6 +83,54 @@ def test_structured_flops_are_the_shrunk_models_flops(name):
   structured = accounting.flops_per_example(params, mask, positions, 'structured')
   assert structured == accounting.flops_per_example(small.params, None, small_positions, 'dense')
   assert structured < accounting.flops_per_example(params, None, positions, 'dense')
+
+
+def test_cnn_shrinks_to_hand_known_shapes_and_values():
+  """A hand-made mask on a (2, 3)-filter, 4-neuron CNN: conv0 filter 1, conv1 filter 0 and dense0
+  neuron 2 dead (kernel slice and bias), plus one unstructured zero in dense0, and dense0 neuron 1
+  with no kernel weight but its bias (alive: it outputs relu(0.5)). The shrunk params are the
+  masked params sliced by hand, and compute the masked model's outputs."""
+  model = CNN(num_classes=3, channels=(2, 3), hidden=4)
+  x = np.random.default_rng(0).normal(size=(2, 12, 12, 1)).astype(np.float32)
+  params = jax.tree.map(np.array, random_params(model, x))
+  params['dense0']['bias'][1] = 0.5
+  m = jax.tree.map(lambda p: np.ones(p.shape, bool), params)
+  m['dense0']['kernel'][:, 1] = False           # neuron 1: bias only, still alive
+  m['conv0']['kernel'][..., 1] = False
+  m['conv0']['bias'][1] = False
+  m['conv1']['kernel'][..., 0] = False
+  m['conv1']['bias'][0] = False
+  m['dense0']['kernel'][:, 2] = False
+  m['dense0']['bias'][2] = False
+  m['dense0']['kernel'][5, 0] = False           # unstructured: stays, as a zero
+  small = shrink.shrink(model, params, m)
+  assert small.kept == {'conv0': (0,), 'conv1': (1, 2), 'dense0': (0, 1, 3)}
+  p = _masked(params, m)
+  # 12 -conv-> 10 -pool-> 6 -conv-> 4 -pool-> 3: dense0 reads 3 x 3 x 3 HWC features, feature i
+  # from conv1 channel i % 3; channel 0 is gone, so 18 rows remain.
+  rows = [i for i in range(27) if i % 3 != 0]
+  want = {'conv0': {'kernel': p['conv0']['kernel'][..., [0]], 'bias': p['conv0']['bias'][[0]]},
+          'conv1': {'kernel': p['conv1']['kernel'][:, :, [0]][..., [1, 2]],
+                    'bias': p['conv1']['bias'][[1, 2]]},
+          'dense0': {'kernel': p['dense0']['kernel'][rows][:, [0, 1, 3]],
+                     'bias': p['dense0']['bias'][[0, 1, 3]]},
+          'head': {'kernel': p['head']['kernel'][[0, 1, 3]], 'bias': p['head']['bias']}}
+  assert jax.tree.map(np.shape, small.params) == {
+      'conv0': {'kernel': (5, 5, 1, 1), 'bias': (1,)},
+      'conv1': {'kernel': (5, 5, 1, 2), 'bias': (2,)},
+      'dense0': {'kernel': (18, 3), 'bias': (3,)},
+      'head': {'kernel': (3, 3), 'bias': (3,)}}
+  jax.tree.map(np.testing.assert_array_equal, small.params, want)
+  # Original row 5 (channel 2) is the 4th kept row: its mask entry and value are still zero.
+  assert rows.index(5) == 3
+  assert not small.mask['dense0']['kernel'][3, 0] and small.params['dense0']['kernel'][3, 0] == 0
+  np.testing.assert_array_equal(small.mask['dense0']['kernel'][:, 1], False)
+  assert int(np.sum(~small.mask['dense0']['kernel'])) == 18 + 1
+  assert all(np.all(a) for k, a in jax.tree_util.tree_leaves_with_path(small.mask)
+             if 'dense0' not in str(k[0]))
+  shrink.check_shapes(small, x)
+  np.testing.assert_allclose(_apply(small.model, small.params, x), _apply(model, p, x),
+                             atol=1e-5)
 
 
 def test_dense_mask_shrinks_to_the_same_model():
@@ -146,7 +200,9 @@ def test_overlapping_unit_declarations_are_rejected():
       units = CNN.units(self)
       return units + (units[0]._replace(name='again'),)
 
-  with pytest.raises(ValueError, match='two units'):
+  with pytest.raises(ValueError, match=r'conv0.*belongs to two units \(second: again\)'):
     shrink.shrink(Twice(num_classes=3, channels=(2, 3), hidden=4), params,
                   masks.ones_mask(params))
-  assert traverse_util.flatten_dict(params)
+  # The same params and mask with the model's own units shrink fine (to the same sizes).
+  small = shrink.shrink(model, params, masks.ones_mask(params))
+  assert jax.tree.map(np.shape, small.params) == jax.tree.map(np.shape, params)

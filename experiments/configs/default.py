@@ -60,12 +60,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.structured_tp = 0.0        # also remove units below this quantile of unit guidance
   # Tp sweep in one program: comma-separated thresholds, e.g. '0.1,0.2,0.3' ('' = off). Replaces
   # `autoflip` in config.algorithm by one run of every threshold side by side (one exploration,
-  # one mask per Tp, the models stacked and trained by one vmapped round; autoflip_jax/tp_sweep.py).
+  # one mask per Tp, the models stacked and trained by one vmapped round; autoflip_jax/train.py).
   # Each threshold's results equal a run with config.tp set to it; config.tp is then only read by
   # the random/magnitude controls (their kept count, when control_sparsity = 0).
   config.tp_sweep = ''
 
-  # Baselines (docs/baselines.md, autoflip_jax/baselines/).
+  # Baselines (docs/baselines.md, autoflip_jax/algorithms/).
   # random / magnitude controls: kernel sparsity; 0 = exactly AutoFLIP's kept kernel count
   # (from the autoflip run earlier in the list, else from running its exploration).
   config.control_sparsity = 0.0
@@ -89,7 +89,12 @@ def get_config() -> ml_collections.ConfigDict:
   # pod, jax.devices() spans every host.
   config.mesh_devices = 1
 
-  config.seed = 0
+  config.seed = 0                   # the data split; and θ0, cohorts, keys unless `seeds` is set
+  # Seeds side by side in one program: comma-separated, e.g. '0,1,2' ('' = config.seed alone).
+  # Each seed has its own θ0, explorers, cohorts and training keys; every seed sees the same
+  # clients (the split follows config.seed). Rows name their seed; the table, summary.json and
+  # the plots give mean ± std over seeds.
+  config.seeds = ''
   config.eval_every = 1
   config.eval_batch_size = 500
   config.checkpoint_every = 10      # rounds between checkpoints (and the last round); see README

@@ -40,7 +40,7 @@ dense (pruned weights included), so weights can come back here. Only the mask is
 algorithm starts the federated rounds from the same θ0 (their `reinitialize` variant).
 
 Federated rounds: the round reports `RoundMetrics.grad_sq`, the cohort's example-weighted mean of
-each client's Σ_steps g², accumulated in `extra['importance']`; after every `prunefl_interval`-th
+each client's Σ_steps g², accumulated in the state's `importance`; after every `prunefl_interval`-th
 round (not after the last) the mask is reconfigured and the accumulator reset.
 
 Where we deviate, and why:
@@ -64,7 +64,9 @@ import numpy as np
 import optax
 from flax import traverse_util
 
-from autoflip_jax import accounting, algorithms, local, masks, models
+from autoflip_jax import accounting, local, masks
+from autoflip_jax.algorithms.base import Algorithm, Start
+from autoflip_jax.fields import check_int
 from autoflip_jax.masks import apply_mask
 
 PyTree = Any
@@ -75,6 +77,13 @@ FIXED_TIME_RATIO = 0.14
 MAX_DEC_DIFF = 0.3
 ADJ_HALF_LIFE = 10000
 INIT_CLIENT_STREAM = 3  # numpy seed stream of the initial-pruning client
+
+
+def check_config(config, names) -> None:
+  del names
+  check_int(config, 'prunefl_interval', 1)
+  check_int(config, 'prunefl_init_examples', 1)
+  check_int(config, 'prunefl_init_steps', 0)
 
 
 def max_decrease(round_num: int) -> float:
@@ -185,19 +194,15 @@ def _make_pass(apply_fn, tx: optax.GradientTransformation):
   return one_pass
 
 
-def _positions(config, apply_fn, params0: PyTree, x: np.ndarray) -> dict:
-  num_classes = jax.eval_shape(apply_fn, params0, x[:1]).shape[-1]
-  model = models.get_model(config, num_classes)
-  return accounting.kernel_positions(model.apply, params0, x.shape[1:], x.dtype)
-
-
-def init(params0: PyTree, *, config, apply_fn, pack, **_) -> algorithms.AlgorithmInit:
-  """Initial pruning on one client (module docstring); the time model into `extra`."""
+def init(context, params0: PyTree, rng, tps) -> list[Start]:
+  """Initial pruning on one client (module docstring); the time model into the state."""
+  del rng, tps
+  config, apply_fn = context.config, context.apply_fn
   start = time.time()
-  client = initial_client(config.num_clients, config.seed)
-  x, y, n_client = _sample(pack, client, config.prunefl_init_examples)
-  coeff, time_constant = cost_coefficients(
-      params0, _positions(config, apply_fn, params0, x), config.local_epochs * n_client)
+  client = initial_client(config.num_clients, context.seed)
+  x, y, n_client = _sample(context.pack, client, config.prunefl_init_examples)
+  coeff, time_constant = cost_coefficients(params0, context.positions,
+                                           config.local_epochs * n_client)
   mask = masks.ones_mask(params0)
   zeros = lambda: jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params0)
   if config.prunefl_init_steps:
@@ -215,29 +220,33 @@ def init(params0: PyTree, *, config, apply_fn, pack, **_) -> algorithms.Algorith
   # The chosen client downloads the dense θ0 and uploads the pruned model with its mask.
   up = accounting.round_bytes(kept, total, 1, kept < total)[1]
   down = total * accounting.VALUE_BYTES
-  extra = {'importance': zeros(), 'coeff': jax.tree.map(jnp.asarray, coeff),
+  state = {'importance': zeros(), 'coeff': jax.tree.map(jnp.asarray, coeff),
            'time_constant': jnp.float32(time_constant)}
   info = {'init_client': client, 'init_examples': int(len(y)),
           'init_reconfigurations': int(config.prunefl_init_steps),
           'time_constant_s': float(time_constant),
           'est_round_s_dense': round_seconds(masks.ones_mask(params0), coeff, time_constant),
           'est_round_s_init': round_seconds(mask, coeff, time_constant)}
-  return algorithms.AlgorithmInit(mask, None, extra, up, down, time.time() - start, info)
+  return [Start(mask, state, up, down, time.time() - start, info)]
 
 
-def hooks(config, units, params0: PyTree) -> algorithms.Hooks:
-  """Squared gradients from every round; a reconfiguration every `prunefl_interval` rounds."""
+def state_like(context, params0: PyTree) -> dict:
+  """The shapes of PruneFL's state: importance, the time model's coefficients and constant."""
   f32 = lambda shape: jax.ShapeDtypeStruct(shape, jnp.float32)
-  extra_like = {'importance': jax.tree.map(lambda p: f32(p.shape), params0),
-                'coeff': jax.tree.map(lambda p: f32(()), params0),
-                'time_constant': f32(())}
+  return {'importance': jax.tree.map(lambda p: f32(p.shape), params0),
+          'coeff': jax.tree.map(lambda p: f32(()), params0), 'time_constant': f32(())}
 
-  def update(round_num, state, metrics, extra):
-    importance = jax.tree.map(jnp.add, extra['importance'], metrics.grad_sq)
+
+def make(config, units) -> Algorithm:
+  """Squared gradients from every round; a reconfiguration every `prunefl_interval` rounds."""
+  del units
+
+  def update(round_num, params, mask, metrics, state):
+    importance = jax.tree.map(jnp.add, state['importance'], metrics.grad_sq)
     if round_num % config.prunefl_interval or round_num >= config.num_rounds:
-      return None, dict(extra, importance=importance)
-    mask = reconfigure(state.params, state.mask, importance, extra['coeff'],
-                       float(extra['time_constant']), max_decrease(round_num))
-    return mask, dict(extra, importance=jax.tree.map(jnp.zeros_like, importance))
+      return None, dict(state, importance=importance)
+    new_mask = reconfigure(params, mask, importance, state['coeff'],
+                           float(state['time_constant']), max_decrease(round_num))
+    return new_mask, dict(state, importance=jax.tree.map(jnp.zeros_like, importance))
 
-  return algorithms.Hooks(update=update, track_grad_sq=True, extra_like=extra_like)
+  return Algorithm('prunefl', init, state_like=state_like, update=update, track_grad_sq=True)

@@ -11,8 +11,8 @@ number of kept kernel weights as AutoFLIP's mask, a different choice of which on
   AutoFLIP removed (a handful).
 * Kept kernel count K: with `config.control_sparsity = s > 0`, K = N - round(s N) of the N kernel
   weights. With `s = 0`, AutoFLIP's own K: the `kernel_kept` of the `autoflip` run earlier in the
-  same invocation (`previous['autoflip']`, its summary row), else AutoFLIP's exploration is run
-  here (`algorithms.init_autoflip` with the same key, so the same mask an `autoflip` run builds).
+  same invocation and seed (`Context.earlier_row`, its summary row), else AutoFLIP's exploration
+  is run here (`autoflip.init` with the same key, so the same mask an `autoflip` run builds).
   That exploration only sets K: it is not part of the control, so its bytes are not charged.
 * `magnitude`: the K kernel weights of largest |θ0| over the whole model (one global ranking, as
   AutoFLIP's single global Tp quantile). Ties are broken by flat index, lower first; the flat
@@ -30,10 +30,23 @@ from typing import Any
 import jax
 import numpy as np
 
-from autoflip_jax import algorithms, masks
+from autoflip_jax import masks
+from autoflip_jax.algorithms import autoflip
+from autoflip_jax.algorithms.base import Algorithm, Start
+from autoflip_jax.fields import check_float
 
 PyTree = Any
 RANDOM_STREAM = 11  # fold_in tag of the random control's key
+
+
+def check_config(config, names) -> None:
+  check_float(config, 'control_sparsity', 0.0, 1.0, False, True)
+  controls = [n for n in names if n in ('random', 'magnitude')]
+  if (controls and config.control_sparsity == 0 and 'autoflip' not in names
+      and config.e_exp < 1):
+    raise ValueError(f'config.e_exp=0 with algorithm {controls[0]} and control_sparsity=0: its '
+                     f'sparsity is AutoFLIP\'s, whose exploration needs at least one epoch (or '
+                     f'set config.control_sparsity)')
 
 
 def kernel_count(tree: PyTree) -> int:
@@ -79,36 +92,31 @@ def random_mask(params0: PyTree, kept: int, key: jax.Array) -> PyTree:
   return _from_flat(params0, keep)
 
 
-def target_kept(params0: PyTree, *, config, previous: dict, autoflip_kwargs: dict) -> tuple[
-    int, str]:
+def target_kept(context, params0: PyTree, rng: jax.Array) -> tuple[int, str]:
   """K, the kept kernel count, and where it came from (see the module docstring)."""
+  config = context.config
   n = kernel_count(params0)
   if config.control_sparsity > 0:
     return n - int(round(config.control_sparsity * n)), 'control_sparsity'
-  row = previous.get('autoflip') or {}
+  row = context.earlier_row('autoflip', context.seed) or {}
   if row.get('kernel_kept') is not None:
     return int(row['kernel_kept']), 'autoflip run'
-  mask = algorithms.init_autoflip(params0, **autoflip_kwargs).mask
+  mask = autoflip.init(context, params0, rng, (config.tp,))[0].mask
   return kernel_kept(mask), 'autoflip exploration'
 
 
-def _init(name: str, params0: PyTree, *, config, rng: jax.Array, previous: dict | None = None,
-          **autoflip_kwargs) -> algorithms.AlgorithmInit:
-  kept, source = target_kept(params0, config=config, previous=previous or {},
-                             autoflip_kwargs=dict(autoflip_kwargs, config=config, rng=rng))
-  start = time.time()  # the mask only: an exploration run for K is not the control's cost
-  if name == 'magnitude':
-    mask = magnitude_mask(params0, kept)
-  else:
-    mask = random_mask(params0, kept, jax.random.fold_in(rng, RANDOM_STREAM))
-  n = kernel_count(params0)
-  info = {'kernel_kept': kept, 'kernel_sparsity': 1.0 - kept / n, 'sparsity_source': source}
-  return algorithms.AlgorithmInit(mask, seconds=time.time() - start, info=info)
+def make(name: str):
+  """The `random` or `magnitude` control: a fixed mask from θ0, nothing between rounds."""
+  def init(context, params0: PyTree, rng: jax.Array, tps) -> list[Start]:
+    del tps
+    kept, source = target_kept(context, params0, rng)
+    start = time.time()  # the mask only: an exploration run for K is not the control's cost
+    if name == 'magnitude':
+      mask = magnitude_mask(params0, kept)
+    else:
+      mask = random_mask(params0, kept, jax.random.fold_in(rng, RANDOM_STREAM))
+    n = kernel_count(params0)
+    info = {'kernel_kept': kept, 'kernel_sparsity': 1.0 - kept / n, 'sparsity_source': source}
+    return [Start(mask, seconds=time.time() - start, info=info)]
 
-
-def init_random(params0: PyTree, **kwargs) -> algorithms.AlgorithmInit:
-  return _init('random', params0, **kwargs)
-
-
-def init_magnitude(params0: PyTree, **kwargs) -> algorithms.AlgorithmInit:
-  return _init('magnitude', params0, **kwargs)
+  return lambda config, units: Algorithm(name, init)

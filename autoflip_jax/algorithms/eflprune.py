@@ -42,10 +42,19 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from autoflip_jax import algorithms, masks
+from autoflip_jax import masks
+from autoflip_jax.algorithms.base import Algorithm, Start
+from autoflip_jax.fields import check_float, check_int
 from autoflip_jax.models.units import Unit
 
 PyTree = Any
+
+
+def check_config(config, names) -> None:
+  del names
+  check_float(config, 'eflprune_rate', 0.0, 1.0, False, True)
+  check_int(config, 'eflprune_interval', 1)
+  check_int(config, 'eflprune_steps', 1)
 
 
 def pruned_share(config, selection: int) -> float:
@@ -84,20 +93,22 @@ def select(params: PyTree, mask: PyTree, units: Sequence[Unit], share: float) ->
   return masks.structured_mask(cut, units, structured_threshold=1.0)
 
 
-def init(params0: PyTree, *, config, units, **_) -> algorithms.AlgorithmInit:
+def init(context, params0: PyTree, rng, tps) -> list[Start]:
   """The first selection, from θ0."""
-  share = pruned_share(config, 1)
-  mask = select(params0, masks.ones_mask(params0), units, share)
-  return algorithms.AlgorithmInit(mask, info={'first_unit_share_pruned': share})
+  del rng, tps
+  share = pruned_share(context.config, 1)
+  mask = select(params0, masks.ones_mask(params0), context.units, share)
+  return [Start(mask, info={'first_unit_share_pruned': share})]
 
 
-def hooks(config, units, params0: PyTree) -> algorithms.Hooks:
+def make(config, units) -> Algorithm:
   """The s-th selection after round (s - 1) * eflprune_interval, while the share still grows."""
-  def update(round_num, state, metrics, extra):
+  def update(round_num, params, mask, metrics, state):
+    del metrics
     selection = round_num // config.eflprune_interval + 1
     if (round_num % config.eflprune_interval or round_num >= config.num_rounds
         or selection > config.eflprune_steps):
-      return None, extra
-    return select(state.params, state.mask, units, pruned_share(config, selection)), extra
+      return None, state
+    return select(params, mask, units, pruned_share(config, selection)), state
 
-  return algorithms.Hooks(update=update)
+  return Algorithm('eflprune', init, update=update)

@@ -1,0 +1,128 @@
+"""The config, resolved once at the boundary into a typed `Setup` that is passed down.
+
+`resolve(config)` takes a validated config (`config_checks.validate_config`, which the runner
+calls once, before any data is read), loads the federated dataset, builds the model ONCE and
+checks that it accepts the data
+(`jax.eval_shape`, no compile), then fixes everything a run derives from the config: the apply
+function, the model's structured units, the kernels' output positions (FLOP accounting), the
+chunk layout of clients and of variants for this backend, the clients mesh, the packer of
+client arrays, the evaluator, and the variants (seeds, Tp thresholds). Nothing below this module
+reads the config to decide those again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from autoflip_jax import accounting, config_checks, federated, local, models, sharding
+from autoflip_jax import data as data_lib
+from autoflip_jax.algorithms import Context
+
+PyTree = Any
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Setup:
+  """Everything a run derives from its config (see the module docstring)."""
+  config: Any
+  dataset: Any                  # data.FederatedDataset
+  model: Any                    # the Flax module
+  apply_fn: Callable            # (params, x) -> logits
+  units: Sequence[models.Unit]  # the model's structured units
+  params_like: PyTree           # the params' shapes and dtypes (ShapeDtypeStructs)
+  positions: dict               # kernel path -> output positions per example
+  clients_per_chunk: int        # resolved layout of a cohort (federated.resolve_chunk)
+  variants_per_chunk: int       # 0: variants vmapped; 1: one after another in the program
+  mesh: jax.sharding.Mesh | None
+  pack: Callable                # pack(ids) -> (ClientData, num_examples), placed on the mesh
+  evaluate: Callable            # evaluate(params) -> (test accuracy, mean test loss)
+  seeds: tuple[int, ...]        # training seeds, side by side
+  tps: tuple[float, ...]        # the Tp sweep's thresholds; () = config.tp alone
+
+  def params0(self, seed: int) -> PyTree:
+    """θ0 of a training seed: the model initialised with `fold_in(key(seed), 0)`."""
+    x = jnp.zeros((1,) + self.dataset.input_shape, self.dataset.test_x.dtype)
+    return jax.jit(self.model.init)(jax.random.fold_in(jax.random.key(seed), 0), x)['params']
+
+  def context(self, seed: int, earlier: Sequence[dict] = ()) -> Context:
+    """What an algorithm may read for one training seed (`algorithms.Context`)."""
+    return Context(self.config, self.apply_fn, self.units, self.positions, self.pack,
+                   self.clients_per_chunk, seed, tuple(earlier))
+
+
+def resolve(config) -> Setup:
+  """Loads the data and builds the model of a validated `config`: the run's `Setup`."""
+  dataset = data_lib.load(config.data, config.num_clients, config.seed)
+  model = models.get_model(config, dataset.num_classes)
+  x = jax.ShapeDtypeStruct((1,) + dataset.input_shape, dataset.test_x.dtype)
+  try:
+    params_like = jax.eval_shape(model.init, jax.random.key(0), x)['params']
+  except Exception as e:  # noqa: BLE001 -- re-raised with the config named
+    raise ValueError(f'config.model={config.model!r} does not accept {dataset.name} inputs of '
+                     f'shape {dataset.input_shape}: {e}') from e
+  apply_fn = lambda p, x: model.apply({'params': p}, x)
+  positions = accounting.kernel_positions(model.apply, params_like, dataset.input_shape,
+                                          dataset.test_x.dtype)
+  chunk = federated.resolve_chunk(config.clients_per_chunk, config.mesh_devices,
+                                  config.model in models.VMAP_CLIENTS_ON_CPU)
+  mesh = sharding.client_mesh(config.mesh_devices)
+  return Setup(
+      config=config, dataset=dataset, model=model, apply_fn=apply_fn, units=model.units(),
+      params_like=params_like, positions=positions, clients_per_chunk=chunk,
+      # Where clients go one at a time (auto on a CPU), a vmap over variants would bring back
+      # the batched program that is slower there.
+      variants_per_chunk=1 if chunk == 1 else 0, mesh=mesh,
+      pack=make_packer(dataset, config.batch_size, mesh),
+      evaluate=make_eval_fn(apply_fn, config.eval_batch_size, dataset.test_x, dataset.test_y),
+      seeds=config_checks.seed_values(config), tps=config_checks.tp_sweep_values(config))
+
+
+def make_packer(dataset, batch_size: int, mesh=None) -> Callable:
+  """Returns `pack(ids, place=True) -> (ClientData, num_examples)`: those clients' padded arrays.
+
+  Only the clients asked for are packed (a round's cohort, the explorers), so host and device
+  memory grow with the cohort, not with the federation. With a `mesh` the client axis is split
+  over its devices. The number of steps is fixed by the largest client of the whole dataset, so
+  every round has the same shapes and compiles once. `place=False` returns host arrays.
+  """
+  steps = data_lib.steps_for(dataset.client_sizes, batch_size)
+
+  def pack(ids, place: bool = True):
+    b = data_lib.pack_clients([dataset.client_x[i] for i in ids],
+                              [dataset.client_y[i] for i in ids], batch_size, steps)
+    out = (local.ClientData(b.x, b.y, b.valid), np.asarray(b.num_examples))
+    return sharding.shard_clients(out, mesh) if place else out
+  return pack
+
+
+def make_eval_fn(apply_fn, batch_size: int, x=None, y=None) -> Callable:
+  """Returns `evaluate(params[, x, y]) -> (accuracy, mean loss)` over fixed-size padded chunks.
+
+  `x`, `y` default to the given test set.
+  """
+  @jax.jit
+  def chunk(params, xb, yb, valid):
+    logits = apply_fn(params, xb)
+    total, _ = local.cross_entropy(apply_fn=lambda p, x: logits, params=params, x=xb, y=yb,
+                                   valid=valid)
+    correct = jnp.sum((jnp.argmax(logits, -1) == yb) & valid)
+    return correct, total
+
+  def evaluate(params, x_all=x, y_all=y):
+    n = len(y_all)
+    correct = loss = 0.0
+    for start in range(0, n, batch_size):
+      xb, yb = x_all[start:start + batch_size], y_all[start:start + batch_size]
+      pad = batch_size - len(yb)
+      valid = np.arange(batch_size) < len(yb)
+      xb = np.concatenate([xb, np.zeros((pad,) + xb.shape[1:], xb.dtype)])
+      yb = np.concatenate([yb, np.zeros((pad,), yb.dtype)])
+      c, l = chunk(params, xb, yb, valid)
+      correct, loss = correct + float(c), loss + float(l)
+    return correct / n, loss / n
+  return evaluate
