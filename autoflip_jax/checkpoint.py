@@ -1,7 +1,9 @@
 """Checkpoints and resuming: a rerun of the same command with the same workdir continues the run.
 
 Layout of a workdir:
-  config.json             the run's config; a rerun with a different config is refused
+  config.json             the run's config; once the run has started training (a metrics row
+                          or a checkpoint step exists) a rerun with a different config is
+                          refused; before that, a new command replaces it (`run_started`)
   metrics.jsonl           one row per round; on resume, rows after the checkpoint are dropped
   progress.json           {run: summary rows} of the algorithms already finished
   tensorboard/<algorithm>/seed<seed>/  TensorBoard event files of the same rows
@@ -27,6 +29,7 @@ import json
 import os
 from typing import Any
 
+from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
@@ -48,23 +51,60 @@ def _write_atomic(path: str, text: str) -> None:
   os.replace(tmp, path)
 
 
-def check_workdir_config(workdir: str, config_dict: dict) -> None:
-  """Writes `config.json`, or checks that an existing one holds the same config.
+def _is_step(name: str) -> bool:
+  """Whether an entry of a run's checkpoint folder is an orbax step: `<round>`, or
+  `<round>.orbax-checkpoint-tmp...` while it is being saved."""
+  return name.split('.', 1)[0].isdigit()
 
-  Every process checks; only process 0 writes (`is_writer`).
+
+def run_started(workdir: str) -> bool:
+  """Whether a run has started training in `workdir`: a metrics row, a checkpoint step (of any
+  algorithm) or a finished algorithm in `progress.json` exists.
+
+  A failed start (bad data, bad flags) leaves none of them, only `config.json` and perhaps an
+  empty `metrics.jsonl` or the empty `checkpoints/<run>/` folder orbax creates on open.
+  """
+  for name in ('metrics.jsonl', 'progress.json'):
+    path = os.path.join(workdir, name)
+    if os.path.exists(path):
+      with open(path) as f:
+        text = f.read().strip()
+      if text and text != '{}':
+        return True
+  root = os.path.join(workdir, 'checkpoints')
+  if os.path.isdir(root):
+    for run in os.scandir(root):
+      if run.is_dir() and any(_is_step(e.name) for e in os.scandir(run.path)):
+        return True
+  return False
+
+
+def check_workdir_config(workdir: str, config_dict: dict) -> None:
+  """Writes `config.json`, or checks that a started run's one holds the same config.
+
+  Only a run that has started training (`run_started`) owns its workdir: a `config.json` left by
+  a start that failed before that is replaced by the new config, so the fixed command (or any
+  other) runs. Every process checks; only process 0 writes (`is_writer`).
+
+  Raises:
+    CheckpointError: the workdir holds a started run with a different config.
   """
   path = os.path.join(workdir, 'config.json')
   text = json.dumps(config_dict, sort_keys=True, default=str)
+  saved = None
   if os.path.exists(path):
     with open(path) as f:
       saved = f.read()
-    if saved != text:
+  if saved == text:
+    return
+  if saved is not None:
+    if run_started(workdir):
       old, new = json.loads(saved), json.loads(text)
       diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
       raise CheckpointError(
           f'{workdir} holds a run with a different config (fields: {", ".join(diff)}). Rerun '
           f'with the same config to resume it, or choose a new --workdir.')
-    return
+    logging.info('%s: replacing the config.json of a run that never started', workdir)
   if is_writer():
     _write_atomic(path, text)
 

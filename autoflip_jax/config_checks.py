@@ -7,7 +7,7 @@ running something else than asked.
 
 from __future__ import annotations
 
-from autoflip_jax import algorithms, models
+from autoflip_jax import algorithms, models, server
 from autoflip_jax import data as data_lib
 from autoflip_jax.fields import check_choice as _choice
 from autoflip_jax.fields import check_float as _float
@@ -80,6 +80,13 @@ def validate_config(config) -> None:
   _float(config, 'learning_rate', 0.0, float('inf'), True, True)
   _float(config, 'lr_decay', 0.0, 1.0, True, False)
   _choice(config, 'optimizer', ('adam', 'sgd'))
+  _choice(config, 'server_optimizer', server.OPTIMIZERS)
+  _float(config, 'server_learning_rate', 0.0, float('inf'), True, True)
+  _float(config, 'server_momentum', 0.0, 1.0, False, True)
+  _float(config, 'server_b1', 0.0, 1.0, False, True)
+  _float(config, 'server_b2', 0.0, 1.0, False, True)
+  _float(config, 'server_eps', 0.0, float('inf'), True, True)
+  _int(config, 'warmup_epochs', 0)
   algorithms.validate(config, names)  # each algorithm's own fields (its module's check_config)
   _int(config, 'seed', 0)
   seed_values(config)

@@ -26,7 +26,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from autoflip_jax import local
+from autoflip_jax import local, server
 from autoflip_jax.masks import apply_mask
 
 PyTree = Any
@@ -36,7 +36,8 @@ class ServerState(NamedTuple):
   """Everything that travels from round to round (and into a checkpoint)."""
   params: PyTree
   mask: PyTree
-  round: jax.Array  # int32 scalar: rounds finished
+  round: jax.Array        # int32 scalar: rounds finished
+  server_opt: PyTree = ()  # the server optimizer's state (`server.py`; () for plain FedAvg)
 
 
 class RoundMetrics(NamedTuple):
@@ -113,8 +114,8 @@ def chunked_map(fn: Callable, xs: tuple, chunk: int) -> PyTree:
 def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Array,
                client_ids: jax.Array, rng: jax.Array, learning_rate: jax.Array, aux: PyTree,
                *, apply_fn, optimizer: str, local_epochs: int, mask_fn: Callable | None = None,
-               clients_per_chunk: int = 0,
-               track_grad_sq: bool = False) -> tuple[ServerState, RoundMetrics]:
+               clients_per_chunk: int = 0, track_grad_sq: bool = False,
+               server_tx=None) -> tuple[ServerState, RoundMetrics]:
   """One federated round; `make_round_fn` jits it. See the module docstring.
 
   The cohort is trained in chunks of `clients_per_chunk` clients (0: all at once): a `lax.scan`
@@ -122,6 +123,8 @@ def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Arr
   running total. Memory then grows with the chunk, not the cohort; one chunk is plain `vmap`,
   and chunks of one client are not batched at all (`vmap_clients`). Here 0 means the whole
   cohort; `resolve_chunk` turns a config's 0 (auto) into the layout for the backend.
+  `server_tx` (`server.make`) turns the masked average into the next global model; None is
+  FedAvg, the average itself.
   """
   mask = mask_fn(aux, client_ids, num_examples) if mask_fn is not None else state.mask
   global_params = apply_mask(state.params, mask)
@@ -152,15 +155,17 @@ def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Arr
       (jax.tree.map(split, data), split(client_ids), split(weights)))
   client_loss = client_loss.reshape(cohort)
   params = _finish(avg, num_examples, mask, global_params)
+  params, server_opt = server.step(server_tx, global_params, params, state.server_opt, mask,
+                                   jnp.sum(num_examples) > 0)
   n = num_examples.astype(jnp.float32)
   train_loss = jnp.sum(client_loss * n) / jnp.maximum(jnp.sum(n), 1.0)
   metrics = RoundMetrics(train_loss, client_loss, jnp.sum(num_examples), grad_sq)
-  return ServerState(params, mask, state.round + 1), metrics
+  return ServerState(params, mask, state.round + 1, server_opt), metrics
 
 
 def make_round_fn(apply_fn, *, optimizer: str, local_epochs: int, mask_fn: Callable | None = None,
                   clients_per_chunk: int = 0, track_grad_sq: bool = False,
-                  wrap: Callable | None = None):
+                  server_tx=None, wrap: Callable | None = None):
   """Returns the jitted round `(state, data, num_examples, client_ids, rng, lr, aux)`.
 
   `wrap` decorates the Python body before jit (tests pass `chex.assert_max_traces(n=1)`). The
@@ -170,7 +175,7 @@ def make_round_fn(apply_fn, *, optimizer: str, local_epochs: int, mask_fn: Calla
     return round_body(state, data, num_examples, client_ids, rng, learning_rate, aux,
                       apply_fn=apply_fn, optimizer=optimizer, local_epochs=local_epochs,
                       mask_fn=mask_fn, clients_per_chunk=clients_per_chunk,
-                      track_grad_sq=track_grad_sq)
+                      track_grad_sq=track_grad_sq, server_tx=server_tx)
   if wrap is not None:
     body = wrap(body)
   return jax.jit(body, donate_argnums=(0,))
@@ -179,7 +184,8 @@ def make_round_fn(apply_fn, *, optimizer: str, local_epochs: int, mask_fn: Calla
 def make_variant_round_fn(apply_fn, *, num_variants: int, optimizer: str, local_epochs: int,
                           mask_fn: Callable | None = None, clients_per_chunk: int = 0,
                           track_grad_sq: bool = False, per_variant_data: bool = False,
-                          variants_per_chunk: int = 0, wrap: Callable | None = None):
+                          variants_per_chunk: int = 0, server_tx=None,
+                          wrap: Callable | None = None):
   """The jitted round of `num_variants` runs side by side (thresholds, seeds): ONE program.
 
   Called as `(state, data, num_examples, client_ids, rng, learning_rate, aux)` where `state`,
@@ -193,7 +199,8 @@ def make_variant_round_fn(apply_fn, *, num_variants: int, optimizer: str, local_
   """
   body = functools.partial(round_body, apply_fn=apply_fn, optimizer=optimizer,
                            local_epochs=local_epochs, mask_fn=mask_fn,
-                           clients_per_chunk=clients_per_chunk, track_grad_sq=track_grad_sq)
+                           clients_per_chunk=clients_per_chunk, track_grad_sq=track_grad_sq,
+                           server_tx=server_tx)
 
   def variant_round(state, data, num_examples, client_ids, rng, learning_rate, aux):
     cohort = (data, num_examples, client_ids)

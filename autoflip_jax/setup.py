@@ -19,11 +19,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autoflip_jax import accounting, config_checks, federated, local, models, sharding
+from autoflip_jax import accounting, config_checks, federated, local, masks, models, server
+from autoflip_jax import sharding
 from autoflip_jax import data as data_lib
 from autoflip_jax.algorithms import Context
 
 PyTree = Any
+WARMUP_STREAM = 4  # fold_in tag of the warm-up's key, and numpy stream of its client
+
+
+def warmup_client(num_clients: int, seed: int) -> int:
+  """The client whose data warms θ0 up (`config.warmup_epochs`), fixed by the seed."""
+  return int(np.random.default_rng([seed, WARMUP_STREAM]).integers(num_clients))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -43,11 +50,31 @@ class Setup:
   evaluate: Callable            # evaluate(params) -> (test accuracy, mean test loss)
   seeds: tuple[int, ...]        # training seeds, side by side
   tps: tuple[float, ...]        # the Tp sweep's thresholds; () = config.tp alone
+  server_tx: Any                # the server optimizer (`server.from_config`; None: FedAvg)
+  _params0: dict = dataclasses.field(default_factory=dict)  # θ0 by seed, made once
 
   def params0(self, seed: int) -> PyTree:
-    """θ0 of a training seed: the model initialised with `fold_in(key(seed), 0)`."""
-    x = jnp.zeros((1,) + self.dataset.input_shape, self.dataset.test_x.dtype)
-    return jax.jit(self.model.init)(jax.random.fold_in(jax.random.key(seed), 0), x)['params']
+    """θ0 of a training seed: the model initialised with `fold_in(key(seed), 0)`, then, with
+    `config.warmup_epochs`, trained on one client (`warmup_client`) as the reference code does.
+    The same θ0 for every algorithm of the run."""
+    if seed not in self._params0:
+      x = jnp.zeros((1,) + self.dataset.input_shape, self.dataset.test_x.dtype)
+      key = jax.random.fold_in(jax.random.key(seed), 0)
+      params = jax.jit(self.model.init)(key, x)['params']
+      if self.config.warmup_epochs:
+        params = self._warm_up(params, seed)
+      self._params0[seed] = params
+    return self._params0[seed]
+
+  def _warm_up(self, params: PyTree, seed: int) -> PyTree:
+    config = self.config
+    client = warmup_client(config.num_clients, seed)
+    data, _ = self.pack(np.array([client]), place=False)
+    train = jax.jit(lambda p, d, k: local.train(
+        p, masks.ones_mask(p), d, k, apply_fn=self.apply_fn, optimizer=config.optimizer,
+        learning_rate=config.learning_rate, epochs=config.warmup_epochs).params)
+    key = jax.random.fold_in(jax.random.key(seed), WARMUP_STREAM)
+    return train(params, jax.tree.map(lambda a: a[0], data), key)
 
   def context(self, seed: int, earlier: Sequence[dict] = ()) -> Context:
     """What an algorithm may read for one training seed (`algorithms.Context`)."""
@@ -79,7 +106,8 @@ def resolve(config) -> Setup:
       variants_per_chunk=1 if chunk == 1 else 0, mesh=mesh,
       pack=make_packer(dataset, config.batch_size, mesh),
       evaluate=make_eval_fn(apply_fn, config.eval_batch_size, dataset.test_x, dataset.test_y),
-      seeds=config_checks.seed_values(config), tps=config_checks.tp_sweep_values(config))
+      seeds=config_checks.seed_values(config), tps=config_checks.tp_sweep_values(config),
+      server_tx=server.from_config(config))
 
 
 def make_packer(dataset, batch_size: int, mesh=None) -> Callable:

@@ -40,6 +40,7 @@ import numpy as np
 
 from autoflip_jax import algorithms, checkpoint, config_checks, federated, logbook, report
 from autoflip_jax import schedule, sharding
+from autoflip_jax import server as server_lib
 from autoflip_jax import setup as setup_lib
 from autoflip_jax.algorithms import Algorithm
 from autoflip_jax.data import stats
@@ -90,6 +91,8 @@ def label(variant: Variant, setup: setup_lib.Setup) -> str:
 def ckpt_tree(state: RunState) -> dict:
   """The checkpointed arrays of a run (`checkpoint.Checkpointer`)."""
   tree = {'params': state.server.params, 'mask': state.server.mask, 'round': state.server.round}
+  if jax.tree.leaves(state.server.server_opt):
+    tree['server_opt'] = state.server.server_opt
   if state.algo is not None:
     tree['algo'] = state.algo
   return tree
@@ -130,11 +133,13 @@ def start_run(setup: setup_lib.Setup, algorithm: Algorithm, variants: Sequence[V
     writer.write(logbook.initial_row(v.name, v.seed, ledger,
                                      logbook.cost_fields(p0, start.mask, setup.positions)))
     ledgers.append(ledger)
-  server = federated.ServerState(federated.stack(params0),
-                                 federated.stack([s.mask for s in starts]),
-                                 jnp.zeros((len(variants),), jnp.int32))
+  server_opt = [server_lib.init(setup.server_tx, p0) for p0 in params0]
+  server_state = federated.ServerState(federated.stack(params0),
+                                       federated.stack([s.mask for s in starts]),
+                                       jnp.zeros((len(variants),), jnp.int32),
+                                       federated.stack(server_opt))
   algo = None if starts[0].state is None else federated.stack([s.state for s in starts])
-  return RunState(server, algo, tuple(ledgers))
+  return RunState(server_state, algo, tuple(ledgers))
 
 
 def restore_run(setup: setup_lib.Setup, algorithm: Algorithm, variants: Sequence[Variant],
@@ -143,9 +148,10 @@ def restore_run(setup: setup_lib.Setup, algorithm: Algorithm, variants: Sequence
   k = len(variants)
   stacked = lambda tree, dtype=None: jax.tree.map(
       lambda p: jax.ShapeDtypeStruct((k,) + p.shape, dtype or p.dtype), tree)
+  server_opt = jax.eval_shape(lambda p: server_lib.init(setup.server_tx, p), setup.params_like)
   like = RunState(
       federated.ServerState(stacked(setup.params_like), stacked(setup.params_like, jnp.bool_),
-                            jax.ShapeDtypeStruct((k,), jnp.int32)),
+                            jax.ShapeDtypeStruct((k,), jnp.int32), stacked(server_opt)),
       algorithm.state_like(setup.context(variants[0].seed), setup.params_like), ())
   like = like._replace(algo=None if like.algo is None else stacked(like.algo))
   tree, meta = ckpt.restore(round_num, ckpt_tree(like))
@@ -153,7 +159,8 @@ def restore_run(setup: setup_lib.Setup, algorithm: Algorithm, variants: Sequence
   if saved != list(variants):
     raise checkpoint.CheckpointError(
         f'the checkpoint of round {round_num} holds the variants {saved}, not {list(variants)}')
-  return RunState(federated.ServerState(tree['params'], tree['mask'], tree['round']),
+  opt = tree.get('server_opt', like.server.server_opt)
+  return RunState(federated.ServerState(tree['params'], tree['mask'], tree['round'], opt),
                   tree.get('algo'),
                   tuple(Ledger.from_json(d['ledger']) for d in meta['variants']))
 
@@ -209,7 +216,7 @@ def run_algorithm(setup: setup_lib.Setup, algorithm: Algorithm, *,
       local_epochs=config.local_epochs, mask_fn=algorithm.round_mask,
       clients_per_chunk=setup.clients_per_chunk, track_grad_sq=algorithm.track_grad_sq,
       per_variant_data=len(_by_seed(variants)) > 1,
-      variants_per_chunk=setup.variants_per_chunk)
+      variants_per_chunk=setup.variants_per_chunk, server_tx=setup.server_tx)
   train_rngs = sharding.replicate(
       jnp.stack([jax.random.fold_in(jax.random.key(v.seed), 1) for v in variants]), setup.mesh)
   params_like = setup.params_like

@@ -12,7 +12,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from autoflip_jax import report, train
+from autoflip_jax import console, report, train
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'experiments/configs/compare.py',
                                           'Comparison config file.', lock_config=True)
@@ -35,6 +35,7 @@ def run(config, workdir: str) -> list[str]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  console.setup_console(_WORKDIR.value)  # libraries' INFO lines: log.txt, or --verbosity=1
   logging.info('config:\n%s', _CONFIG.value)
   for path in run(_CONFIG.value, _WORKDIR.value):
     logging.info('wrote %s', path)

@@ -2,6 +2,10 @@
 
 Every config field can be overridden on the command line, e.g. `--config.tp=0.4`.
 
+The console shows our own lines (one progress line per round) and every warning;
+`--verbosity=1` adds the libraries' INFO lines (orbax, JAX). `<workdir>/log.txt` always holds
+all of them (`autoflip_jax/console.py`).
+
 Multi-host (one process per host, every process running this same command; see
 `autoflip_jax/distributed.py`): `--distributed_auto` on TPU pods / SLURM / Open MPI, otherwise
 `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` with I = 0..N-1, and
@@ -17,6 +21,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from autoflip_jax import console
 from autoflip_jax import distributed
 from autoflip_jax import train
 
@@ -53,6 +58,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   _start_distributed()
+  console.setup_console(_WORKDIR.value)  # after joining: only process 0 writes log.txt
   logging.info('config:\n%s', _CONFIG.value)
   train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 

@@ -16,7 +16,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from autoflip_jax import sweeps
-from autoflip_jax import config_checks, train
+from autoflip_jax import config_checks, console, train
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Base experiment config file.',
                                           lock_config=True)
@@ -43,6 +43,7 @@ def main(argv):
       config[key] = value
     config_checks.validate_config(config)
     configs.append(config)
+  console.setup_console(_WORKDIR.value)  # libraries' INFO lines: log.txt, or --verbosity=1
   reference = None
   if _REFERENCE.value:
     config = base.copy_and_resolve_references()

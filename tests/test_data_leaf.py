@@ -160,9 +160,102 @@ def test_malformed_leaf_files(tmp_path):
   for split in ('train', 'test'):
     _write(tmp_path / split, 'd.json',
            {'u': {'x': ['too short'], 'y': ['a']}})
-  with pytest.raises(ValueError, match='must be 80 characters'):
+  with pytest.raises(data.MalformedDataError,
+                     match='must be a string of 80 characters'):
     data.load(_config('shakespeare', tmp_path), 1, seed=0)
   for split in ('train', 'test'):
     _write(tmp_path / split, 'd.json', {'u': {'x': [[2.0] * 784], 'y': [0]}})
-  with pytest.raises(ValueError, match=r'pixels must lie in \[0, 1\]'):
+  with pytest.raises(data.MalformedDataError,
+                     match=r'pixels must lie in \[0, 1\]'):
     data.load(_config('femnist', tmp_path), 1, seed=0)
+
+
+# A malformed file: the error names the file, the user, the field, and what
+# was expected against what was found. Each case writes one bad train file
+# next to a good test file.
+_PIXELS = [0.5] * 784
+
+
+def _load_bad(tmp_path, name, text):
+  """Loads `name` from a train/d.json holding `text`; returns the error."""
+  good = ({'v': {'x': [_PIXELS], 'y': [0]}} if name == 'femnist'
+          else {'v': {'x': ['a' * 80], 'y': ['b']}})
+  _write(tmp_path / 'test', 'd.json', good)
+  (tmp_path / 'train').mkdir()
+  (tmp_path / 'train' / 'd.json').write_text(text)
+  with pytest.raises(data.MalformedDataError) as e:
+    data.load(_config(name, tmp_path), 1, seed=0)
+  message = str(e.value)
+  assert str(tmp_path / 'train' / 'd.json') in message
+  return message
+
+
+def _blob(user_data):
+  return json.dumps({'users': list(user_data), 'user_data': user_data})
+
+
+def test_malformed_json_names_file_line_and_column(tmp_path):
+  text = '{"users": ["u"]\n "user_data": {}}'  # a missing comma on line 1
+  message = _load_bad(tmp_path, 'femnist', text)
+  assert 'not valid JSON' in message
+  assert "Expecting ',' delimiter at line 2 column 2" in message
+
+
+def test_malformed_top_level_names_the_missing_key(tmp_path):
+  message = _load_bad(tmp_path, 'femnist', json.dumps({'users': ['u']}))
+  assert "no 'user_data'" in message
+  message = _load_bad(tmp_path / 'b', 'femnist', json.dumps(
+      {'users': ['u', 'w'], 'user_data': {'u': {'x': [_PIXELS], 'y': [0]}}}))
+  assert "user 'w'" in message and "not in 'user_data'" in message
+
+
+def test_malformed_missing_field(tmp_path):
+  message = _load_bad(tmp_path, 'femnist', _blob({'u': {'x': [_PIXELS]}}))
+  assert "user 'u'" in message and "no field 'y'" in message
+
+
+def test_malformed_x_and_y_lengths_differ(tmp_path):
+  message = _load_bad(tmp_path, 'femnist',
+                      _blob({'u': {'x': [_PIXELS, _PIXELS], 'y': [0]}}))
+  assert "user 'u'" in message
+  assert "2 examples in 'x' but 1 in 'y'" in message
+
+
+def test_malformed_femnist_image_size(tmp_path):
+  message = _load_bad(tmp_path, 'femnist',
+                      _blob({'u': {'x': [_PIXELS, [0.5, 0.5]], 'y': [0, 1]}}))
+  assert "user 'u', field 'x'" in message
+  assert 'example 1 has 2 values, expected 784 (28x28 pixels)' in message
+
+
+def test_malformed_femnist_pixels_not_numbers(tmp_path):
+  message = _load_bad(tmp_path, 'femnist',
+                      _blob({'u': {'x': [['a'] * 784], 'y': [0]}}))
+  assert "user 'u', field 'x'" in message and 'numbers' in message
+
+
+def test_malformed_femnist_label_out_of_range(tmp_path):
+  message = _load_bad(tmp_path, 'femnist',
+                      _blob({'u': {'x': [_PIXELS, _PIXELS], 'y': [3, 62]}}))
+  assert "user 'u', field 'y'" in message
+  assert 'example 1 is 62, expected a class in [0, 61]' in message
+
+
+def test_malformed_femnist_label_not_an_integer(tmp_path):
+  message = _load_bad(tmp_path, 'femnist',
+                      _blob({'u': {'x': [_PIXELS], 'y': [1.5]}}))
+  assert "user 'u', field 'y'" in message and 'integer' in message
+
+
+def test_malformed_shakespeare_x_length(tmp_path):
+  message = _load_bad(tmp_path, 'shakespeare',
+                      _blob({'u': {'x': ['a' * 80, 'abc'], 'y': ['b', 'c']}}))
+  assert "user 'u', field 'x'" in message
+  assert 'example 1 has 3 characters, expected 80' in message
+
+
+def test_malformed_shakespeare_y_not_one_character(tmp_path):
+  message = _load_bad(tmp_path, 'shakespeare',
+                      _blob({'u': {'x': ['a' * 80], 'y': ['bc']}}))
+  assert "user 'u', field 'y'" in message
+  assert 'example 0 has 2 characters, expected 1' in message

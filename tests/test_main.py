@@ -26,7 +26,12 @@ def test_overrides_reach_the_run_and_table_is_printed(tmp_path):
   assert summary['config']['tp'] == 0.4
   assert [r['algorithm'] for r in summary['rows']] == ['autoflip']
   assert '| algorithm' in proc.stdout and 'autoflip' in proc.stdout
+  # The console: our progress lines, not orbax's dozens of INFO lines per checkpoint; those
+  # are in the log file with the progress lines.
   assert 'round 1/1' in proc.stderr  # per-round progress
+  assert 'CheckpointManager' not in proc.stderr and 'orbax' not in proc.stderr, proc.stderr
+  log = (tmp_path / 'log.txt').read_text()
+  assert 'round 1/1' in log and 'CheckpointManager' in log
 
 
 def test_bad_flag_fails_fast_with_the_field_named(tmp_path):

@@ -5,8 +5,8 @@ This package only hands names on; the code lives in its modules:
     fields they read (set by every config; defaults in
     experiments/configs/default.py).
   sources.py: the sources by name (`DATASETS`); base.py: their shared types,
-    `DatasetNotFoundError`; embedded.py, tfds_source.py, leaf.py,
-    shakespeare.py: the sources themselves.
+    `DatasetNotFoundError`, `MalformedDataError`; embedded.py,
+    tfds_source.py, leaf.py, shakespeare.py: the sources themselves.
   partition.py: client partitioners; batching.py: `pack_clients`,
     `steps_for`, `ClientBatch`; stats.py: per-client statistics.
 """
@@ -14,6 +14,7 @@ This package only hands names on; the code lives in its modules:
 from autoflip_jax.data import embedded
 from autoflip_jax.data import sources
 from autoflip_jax.data.base import DatasetNotFoundError
+from autoflip_jax.data.base import MalformedDataError
 from autoflip_jax.data.batching import ClientBatch
 from autoflip_jax.data.batching import pack_clients
 from autoflip_jax.data.batching import steps_for
@@ -23,5 +24,5 @@ from autoflip_jax.data.loader import validate
 from autoflip_jax.data.sources import NAMES as DATASETS
 
 __all__ = ('ClientBatch', 'DATASETS', 'DatasetNotFoundError',
-           'FederatedDataset', 'embedded', 'load', 'pack_clients', 'sources',
-           'steps_for', 'validate')
+           'FederatedDataset', 'MalformedDataError', 'embedded', 'load',
+           'pack_clients', 'sources', 'steps_for', 'validate')

@@ -19,6 +19,14 @@ class DatasetNotFoundError(FileNotFoundError):
   """A dataset's files are not available locally (message says how to get)."""
 
 
+class MalformedDataError(ValueError):
+  """A dataset's file has the wrong content.
+
+  The message names the file and, where it applies, the user and the field,
+  and says what was expected and what was found.
+  """
+
+
 Reader = Callable[[np.ndarray], np.ndarray]
 
 

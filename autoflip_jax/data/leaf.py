@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from autoflip_jax.data.base import DatasetNotFoundError, Source, Split
+from autoflip_jax.data.base import DatasetNotFoundError, MalformedDataError
+from autoflip_jax.data.base import Source, Split
 from autoflip_jax.data.base import blocks_reader
 
 ALL_LETTERS = ('\n !"&\'(),-.0123456789:;>?ABCDEFGHIJKLMNOPQRSTUVWXYZ[]'
@@ -74,27 +75,135 @@ def _json_files(folder: pathlib.Path) -> list[pathlib.Path]:
   return sorted(folder.glob('*.json'))
 
 
-def _convert_user(name: str, data: dict[str, Any], where: str,
-                  ) -> tuple[np.ndarray, np.ndarray]:
-  """One user's LEAF record -> (x store, y int32)."""
-  xs, ys = data['x'], data['y']
-  if len(xs) != len(ys):
-    raise ValueError(f'{where}: {len(xs)} inputs but {len(ys)} labels')
-  if name == 'femnist':
+def _first_bad(values, ok) -> int | None:
+  """The index of the first value for which `ok` is false, or None."""
+  return next((i for i, v in enumerate(values) if not ok(v)), None)
+
+
+def _convert_femnist(xs: list, ys: list, where: str,
+                     ) -> tuple[np.ndarray, np.ndarray]:
+  """One FEMNIST user's x and y -> (float32 [n, 28, 28, 1], int32 [n])."""
+  size = int(np.prod(FEMNIST_SHAPE))
+  # The row lengths first: a ragged x would otherwise fail in numpy's
+  # reshape with nothing to say which example is wrong.
+  i = _first_bad(xs, lambda r: isinstance(r, list) and len(r) == size)
+  if i is not None:
+    found = (f'{len(xs[i])} values' if isinstance(xs[i], list)
+             else f'a {type(xs[i]).__name__}')
+    raise MalformedDataError(
+        f"{where}, field 'x': example {i} has {found}, expected {size} "
+        f'(28x28 pixels)')
+  try:
     x = np.asarray(xs, np.float32).reshape((-1,) + FEMNIST_SHAPE)
-    y = np.asarray(ys, np.int64)
-    if x.size and (x.min() < 0 or x.max() > 1):
-      raise ValueError(f'{where}: FEMNIST pixels must lie in [0, 1]')
-    if y.size and (y.min() < 0 or y.max() >= FEMNIST_NUM_CLASSES):
-      raise ValueError(f'{where}: FEMNIST labels must lie in [0, 61]')
-    return x, y.astype(np.int32)
-  if any(len(s) != SEQ_LENGTH for s in xs):
-    raise ValueError(f'{where}: every Shakespeare x must be {SEQ_LENGTH} '
-                     'characters long')
-  if any(len(s) != 1 for s in ys):
-    raise ValueError(f'{where}: every Shakespeare y must be one character')
+  except (TypeError, ValueError):
+    i = _first_bad(xs, lambda r: all(isinstance(v, (int, float))
+                                     and not isinstance(v, bool) for v in r))
+    raise MalformedDataError(
+        f"{where}, field 'x': example {i} holds values that are not "
+        'numbers, expected 784 pixel values in [0, 1]') from None
+  if x.size and not (x.min() >= 0 and x.max() <= 1):  # NaN fails too
+    i = int(np.flatnonzero(~((x >= 0) & (x <= 1)).all(axis=(1, 2, 3)))[0])
+    bad = x[i][~((x[i] >= 0) & (x[i] <= 1))][0]
+    raise MalformedDataError(
+        f"{where}, field 'x': example {i} has a pixel {bad:g}, but FEMNIST "
+        "pixels must lie in [0, 1] (LEAF's gray / 255)")
+  # An integral float (3.0) is a label too; 1.5 or "3" is not.
+  i = _first_bad(ys, lambda v: isinstance(v, (int, float))
+                 and not isinstance(v, bool) and float(v).is_integer())
+  if i is not None:
+    raise MalformedDataError(
+        f"{where}, field 'y': example {i} is {ys[i]!r}, expected an integer "
+        f'class in [0, {FEMNIST_NUM_CLASSES - 1}]')
+  i = _first_bad(ys, lambda v: 0 <= v < FEMNIST_NUM_CLASSES)
+  if i is not None:
+    raise MalformedDataError(
+        f"{where}, field 'y': example {i} is {ys[i]}, expected a class in "
+        f'[0, {FEMNIST_NUM_CLASSES - 1}]')
+  return x, np.asarray(ys).astype(np.int32)
+
+
+def _convert_shakespeare(xs: list, ys: list, where: str,
+                         ) -> tuple[np.ndarray, np.ndarray]:
+  """One Shakespeare user's x and y -> (uint8 [n, 80], int32 [n])."""
+  for field, values, length in (('x', xs, SEQ_LENGTH), ('y', ys, 1)):
+    i = _first_bad(values, lambda v: isinstance(v, str) and len(v) == length)
+    if i is not None:
+      v = values[i]
+      found = (f'{len(v)} characters' if isinstance(v, str)
+               else f'a {type(v).__name__}')
+      chars = f'{length} characters' if length > 1 else 'one character'
+      raise MalformedDataError(
+          f"{where}, field '{field}': example {i} has {found}, expected "
+          f'{length} (every Shakespeare {field} must be a string of '
+          f'{chars})')
   x = encode(''.join(xs)).reshape(-1, SEQ_LENGTH)
   return x, encode(''.join(ys)).astype(np.int32)
+
+
+def _convert_user(name: str, data: Any, where: str,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  """One user's LEAF record -> (x store, y int32).
+
+  Raises:
+    MalformedDataError: naming `where` (file and user), the field, and what
+      was expected against what was found.
+  """
+  if not isinstance(data, dict):
+    raise MalformedDataError(
+        f"{where}: the record is a {type(data).__name__}, expected an object "
+        "with fields 'x' and 'y'")
+  for field in ('x', 'y'):
+    if field not in data:
+      raise MalformedDataError(
+          f"{where}: no field '{field}', expected fields 'x' and 'y' "
+          f'(found {sorted(data)})')
+    if not isinstance(data[field], list):
+      raise MalformedDataError(
+          f"{where}, field '{field}': a {type(data[field]).__name__}, "
+          'expected a list with one entry per example')
+  xs, ys = data['x'], data['y']
+  if len(xs) != len(ys):
+    raise MalformedDataError(
+        f"{where}: {len(xs)} examples in 'x' but {len(ys)} in 'y', expected "
+        'one label per input')
+  if name == 'femnist':
+    return _convert_femnist(xs, ys, where)
+  return _convert_shakespeare(xs, ys, where)
+
+
+def _read_json(path: pathlib.Path) -> dict[str, Any]:
+  """The LEAF blob of one file, its top level checked.
+
+  Raises:
+    MalformedDataError: the file is not UTF-8 JSON (with the line and column
+      of the fault), or lacks `users` / `user_data`.
+  """
+  try:
+    with open(path, encoding='utf-8') as fp:
+      blob = json.load(fp)
+  except json.JSONDecodeError as e:
+    raise MalformedDataError(
+        f'{path} is not valid JSON: {e.msg} at line {e.lineno} column '
+        f'{e.colno} (char {e.pos}); expected one LEAF object {{"users": '
+        '[...], "num_samples": [...], "user_data": {...}}') from None
+  except UnicodeDecodeError as e:
+    raise MalformedDataError(
+        f'{path} is not UTF-8 text ({e.reason} at byte {e.start}); expected '
+        "LEAF's JSON") from None
+  if not isinstance(blob, dict):
+    raise MalformedDataError(
+        f'{path}: the top level is a {type(blob).__name__}, expected an '
+        "object with 'users' and 'user_data'")
+  for key, kind in (('users', list), ('user_data', dict)):
+    if key not in blob:
+      raise MalformedDataError(
+          f"{path}: no '{key}' at the top level, expected 'users' and "
+          f"'user_data' (found {sorted(blob)})")
+    if not isinstance(blob[key], kind):
+      raise MalformedDataError(
+          f"{path}: '{key}' is a {type(blob[key]).__name__}, expected a "
+          f'{"list" if kind is list else "object"}')
+  return blob
 
 
 def _read_folder(name: str, folder: pathlib.Path,
@@ -106,11 +215,15 @@ def _read_folder(name: str, folder: pathlib.Path,
   """
   users: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
   for f in _json_files(folder):
-    with open(f, encoding='utf-8') as fp:
-      blob = json.load(fp)
+    blob = _read_json(f)
     for user in blob['users']:
+      where = f'{f}: user {user!r}'
+      if not isinstance(user, str) or user not in blob['user_data']:
+        raise MalformedDataError(
+            f"{where} is listed in 'users' but not in 'user_data', expected "
+            "a record {\"x\": [...], \"y\": [...]} for every listed user")
       users.setdefault(user, []).append(
-          _convert_user(name, blob['user_data'][user], f'{f} user {user!r}'))
+          _convert_user(name, blob['user_data'][user], where))
     del blob
   return {u: (np.concatenate([p[0] for p in parts]),
               np.concatenate([p[1] for p in parts]))
@@ -136,7 +249,8 @@ def load_leaf(name: str, path: str) -> Source:
 
   Raises:
     DatasetNotFoundError: `path` is empty or lacks train/ or test/ JSON.
-    ValueError: a file has the wrong content.
+    MalformedDataError: a file has the wrong content; the message names the
+      file, the user and the field, and what was expected.
   """
   root = pathlib.Path(path).expanduser() if path else None
   if root is None or not all(

@@ -46,6 +46,18 @@ def get_config() -> ml_collections.ConfigDict:
                                     # learns faster in the 30 short rounds of this quick run
   config.learning_rate = 0.05
   config.lr_decay = 0.99            # learning rate of round r: learning_rate * lr_decay**(r-1)
+  # Server optimizer on the masked average update (autoflip_jax/server.py; Reddi et al. 2021):
+  # sgd (with server_learning_rate 1: FedAvg), momentum (FedAvgM; the reference code's server,
+  # beta 0.9), adam (FedAdam), yogi (FedYogi). Pruned weights and their state stay exactly 0.
+  config.server_optimizer = 'sgd'
+  config.server_learning_rate = 1.0
+  config.server_momentum = 0.9      # momentum's beta
+  config.server_b1 = 0.9            # adam / yogi
+  config.server_b2 = 0.99
+  config.server_eps = 1e-3          # Reddi et al.'s tau
+  # Warm start: train θ0 for this many epochs on one client (fixed by the seed) before anything
+  # else; every algorithm of the run starts from that θ0 (the reference code warms up 1 epoch).
+  config.warmup_epochs = 0
 
   # AutoFLIP: exploration and the hybrid mask.
   config.tp = 0.3                   # global guidance quantile: weights at or below it are pruned
