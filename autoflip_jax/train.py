@@ -323,6 +323,11 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
                len(dataset.test_y), dataset.input_shape)
   if sharding.is_writer():
     stats.save_client_stats(dataset, workdir)
+  warmup = {s: setup_lib.warmup_client(config.num_clients, s) for s in setup.seeds
+            } if config.warmup_epochs else {}
+  if warmup:
+    logging.info('warm start: θ0 trained %d epoch(s) on client %s (by seed)',
+                 config.warmup_epochs, warmup)
   writer = logbook.MetricsWriter(workdir)
   progress = checkpoint.load_progress(workdir)
   rows = []
@@ -348,8 +353,8 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
   if not sharding.is_writer():
     return rows
   with open(os.path.join(workdir, 'summary.json'), 'w') as f:
-    json.dump({'config': _config_dict(config), 'rows': rows,
-               'aggregate': report.aggregate(rows)}, f, indent=2, default=str)
+    json.dump({'config': _config_dict(config), 'rows': rows, 'aggregate': report.aggregate(rows),
+               'warmup_clients': warmup}, f, indent=2, default=str)
   print(report.table(rows))
   for path in writer.plot():
     logging.info('wrote %s', path)
