@@ -82,5 +82,9 @@ def _put_global(a, spec: jax.sharding.NamedSharding) -> jax.Array:
   same seed) and fills only its own devices' shards from it, with no cross-host traffic."""
   if spec.is_fully_addressable or (isinstance(a, jax.Array) and not a.is_fully_addressable):
     return jax.device_put(a, spec)
+  if jax.dtypes.issubdtype(getattr(a, 'dtype', None), jax.dtypes.prng_key):
+    # Typed PRNG keys (the variants' round keys) have no NumPy form: place their data.
+    return jax.random.wrap_key_data(_put_global(jax.random.key_data(a), spec),
+                                    impl=jax.random.key_impl(a))
   host = np.asarray(a)
   return jax.make_array_from_callback(host.shape, spec, lambda index: host[index])

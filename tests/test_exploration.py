@@ -9,6 +9,9 @@ import pytest
 
 from autoflip_jax import exploration, local
 from autoflip_jax.models.cnn import CNN
+from tests.linear_oracle import LIN_B, LIN_W, linear_apply
+from tests.linear_oracle import lin_clients as _lin_clients
+from tests.linear_oracle import np_grad_and_loss as _np_grad_and_loss
 
 MODEL = CNN(num_classes=3, channels=(4, 8), hidden=16)
 BATCH, STEPS = 4, 2
@@ -168,39 +171,6 @@ def test_trajectory_includes_final_deviation(setup):
 #
 # logits = x @ w + b. An explorer whose examples fit in one batch takes one full-batch SGD step an
 # epoch, whatever the shuffle: theta_{e+1} = theta_e - lr * g(theta_e), g computed in NumPy.
-
-LIN_W = np.array([[0.1, -0.1, 0.6], [0.1, -0.5, 0.4], [1.3, 0.9, -0.7]], np.float32)
-LIN_B = np.array([0.1, -0.2, 0.3], np.float32)
-
-
-def linear_apply(p, x):
-  return x @ p['w'] + p['b']
-
-
-def _np_grad_and_loss(w, b, x, y):
-  w, b, x = (np.asarray(a, np.float64) for a in (w, b, x))
-  z = x @ w + b
-  z -= z.max(axis=1, keepdims=True)
-  logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-  d = np.exp(logp)
-  d[np.arange(len(y)), y] -= 1.0
-  d /= len(y)
-  return x.T @ d, d.sum(axis=0), -np.mean(logp[np.arange(len(y)), y])
-
-
-def _lin_clients(ns, steps, batch, seed):
-  """Explorers' examples (lists of (x, y)) and their padded ClientData (garbage padding)."""
-  rng = np.random.default_rng(seed)
-  k, slots = len(ns), steps * batch
-  x = (rng.normal(size=(k, slots, 3)) * 50.0).astype(np.float32)
-  y = rng.integers(0, 3, (k, slots)).astype(np.int32)
-  valid = np.arange(slots)[None] < np.asarray(ns)[:, None]
-  x[valid] = rng.normal(size=(int(valid.sum()), 3)).astype(np.float32)
-  examples = [(x[i, :n].copy(), y[i, :n].copy()) for i, n in enumerate(ns)]
-  data = local.ClientData(jnp.asarray(x.reshape(k, steps, batch, 3)),
-                          jnp.asarray(y.reshape(k, steps, batch)),
-                          jnp.asarray(valid.reshape(k, steps, batch)))
-  return examples, data
 
 
 def _lin_params0():

@@ -84,7 +84,7 @@ def test_summary_and_table_give_mean_and_std_over_seeds(sweep):
   # Sample std of two values: |a - b| / sqrt(2).
   assert agg['fedavg']['test_accuracy_std'] == pytest.approx(abs(accs[0] - accs[1]) / 2**0.5)
   mean, std = agg['fedavg']['test_accuracy_mean'], agg['fedavg']['test_accuracy_std']
-  assert f'| fedavg ' in report.table(summary)
+  assert '| fedavg ' in report.table(summary)
   assert f'{mean:.4f} ± {std:.4f}' in report.table(summary)
   assert os.path.getsize(os.path.join(workdir, 'accuracy_vs_round.png')) > 10_000
   assert os.listdir(os.path.join(workdir, 'tensorboard', 'fedavg', 'seed1'))
