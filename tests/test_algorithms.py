@@ -76,3 +76,64 @@ def test_registry_names_every_algorithm_once():
     assert algorithms.get(name, config, units=()).name == name
   with pytest.raises(ValueError, match="config.algorithm='fedavg,fedprox'"):
     algorithms.parse('fedavg,fedprox')
+
+
+def _guided_cnn():
+  """The tiny CNN, its units, kernel positions and a random guidance matrix."""
+  from autoflip_jax import accounting, masks, models  # noqa: PLC0415
+  config = tiny_config()
+  model = models.get_model(config, 10)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))['params']
+  guidance = masks.normalize(jax.tree.map(
+      lambda p: jax.random.uniform(jax.random.key(p.size), p.shape), params))
+  positions = accounting.kernel_positions(model.apply, params, (28, 28, 1))
+  return model.units(), params, guidance, positions
+
+
+@pytest.mark.parametrize('overrides', [{'target_compression': 2.0},
+                                       {'target_flops': 0.5, 'structured_threshold': 0.5}])
+def test_tp_chosen_by_a_target_is_the_smallest_that_reaches_it(overrides):
+  from autoflip_jax import accounting, masks  # noqa: PLC0415
+  units, params, guidance, positions = _guided_cnn()
+  config = tiny_config(**overrides)
+  tp, reached = autoflip.choose_tp(guidance, params, config=config, units=units,
+                                   positions=positions)
+
+  def figure(t):
+    mask = masks.hybrid_mask(guidance, t, units,
+                             structured_threshold=config.structured_threshold)
+    if 'target_compression' in overrides:
+      return accounting.total_params(params) / accounting.kept_params(mask)
+    return (accounting.flops_per_example(params, mask, positions, 'structured')
+            / accounting.flops_per_example(params, None, positions, 'dense'))
+
+  target = overrides.get('target_compression', overrides.get('target_flops'))
+  ok = (lambda v: v >= target) if 'target_compression' in overrides else (lambda v: v <= target)
+  assert 0 < tp < autoflip.TP_MAX
+  assert ok(figure(tp)) and figure(tp) == pytest.approx(reached)
+  assert not ok(figure(tp - 1e-4))  # a smaller Tp misses the target
+
+
+def test_unreachable_target_names_the_reachable_range():
+  units, params, guidance, positions = _guided_cnn()
+  config = tiny_config(target_compression=5000.0)  # biases and the classes always stay
+  with pytest.raises(ValueError, match=r'config.target_compression=5000.0 cannot be reached: '
+                                       r'Tp in \[0, 0.999\] gives compression from 1x to '
+                                       r'[\d.]+x'):
+    autoflip.choose_tp(guidance, params, config=config, units=units, positions=positions)
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'target_compression': 0.5}, 'config.target_compression=0.5 is below 1x'),
+    ({'target_flops': 1.5}, 'config.target_flops=1.5 must be a number in [0.0, 1.0]'),
+    ({'target_compression': 2.0, 'target_flops': 0.5}, 'are both set'),
+    ({'target_compression': 2.0, 'tp_sweep': '0.1,0.2'},
+     "config.target_compression=2.0 and config.tp_sweep='0.1,0.2'"),
+    ({'target_flops': 0.5, 'guidance_per_round': True},
+     'config.target_flops=0.5 cannot be combined with config.guidance_per_round=True'),
+])
+def test_bad_targets_are_refused_before_anything_runs(overrides, message):
+  from autoflip_jax.config_checks import validate_config  # noqa: PLC0415
+  with pytest.raises(ValueError) as err:
+    validate_config(tiny_config(**overrides))
+  assert message in str(err.value)

@@ -8,6 +8,13 @@ G = normalise(mean_k (θk − θ0)²) is binarised with Tp into the hybrid mask
 exploration does not depend on Tp, so a Tp sweep explores once and builds one mask per
 threshold.
 
+Tp chosen by a target (`target_compression`, or `target_flops` as a fraction of the dense
+model's FLOPs per example after structured removal): `choose_tp` bisects Tp on the mask built
+from the guidance, before round 1 and without any federated training, for the smallest Tp that
+reaches the target (compression and removed FLOPs only grow with Tp); the Tp found is logged
+and recorded in the summary (`tp_chosen`). An unreachable target stops the run with the range
+that can be reached.
+
 With `guidance_per_round` (needs `c_exp = 1`, as in the reference code) the algorithm's state
 is every client's exploration, and each round's mask is rebuilt on the device, inside the
 jitted round, from the explorations of that round's cohort (`round_mask`).
@@ -18,6 +25,7 @@ from __future__ import annotations
 import functools
 import time
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,6 +51,73 @@ def check_config(config, names) -> None:
   if config.guidance_per_round and config.c_exp != 1.0:
     raise ValueError(f'config.guidance_per_round=True needs config.c_exp=1.0 (every client must '
                      f'have explored), got c_exp={config.c_exp}')
+  check_float(config, 'target_compression', 0.0, float('inf'), False, True)
+  check_float(config, 'target_flops', 0.0, 1.0, False, False)
+  target = target_of(config)
+  if 0 < config.target_compression < 1:
+    raise ValueError(f'config.target_compression={config.target_compression!r} is below 1x: a '
+                     f'compression is total / kept parameters, at least 1 (0 = off)')
+  if config.target_compression and config.target_flops:
+    raise ValueError('config.target_compression and config.target_flops are both set: choose Tp '
+                     'by one of them (0 = off)')
+  if target and str(config.tp_sweep).strip():
+    raise ValueError(f'config.{target[0]}={target[1]!r} and config.tp_sweep={config.tp_sweep!r}: '
+                     f'a target chooses one Tp, a sweep gives several; set one of them off')
+  if target and config.guidance_per_round:
+    raise ValueError(f'config.{target[0]}={target[1]!r} cannot be combined with '
+                     f'config.guidance_per_round=True (the target is met once, before round 1)')
+
+
+def target_of(config) -> tuple[str, float] | None:
+  """('target_compression' or 'target_flops', value) when Tp is chosen by a target, else None."""
+  for field in ('target_compression', 'target_flops'):
+    if config[field]:
+      return field, float(config[field])
+  return None
+
+
+TP_MAX = 0.999   # the largest Tp `choose_tp` tries (Tp is a quantile in [0, 1))
+TP_STEPS = 20    # bisection steps: Tp to within 1e-6
+
+
+def choose_tp(guidance, params0, *, config, units, positions) -> tuple[float, float]:
+  """The smallest Tp whose mask reaches the config's target, and the figure it reaches.
+
+  Raises ValueError naming the target and the range Tp in [0, TP_MAX] can reach.
+  """
+  field, target = target_of(config)
+  build = jax.jit(lambda g, tp: masks.hybrid_mask(
+      g, tp, units, structured_threshold=config.structured_threshold,
+      structured_tp=config.structured_tp))
+  total = accounting.total_params(params0)
+  dense = accounting.flops_per_example(params0, None, positions, 'dense')
+
+  def figure(tp: float) -> float:
+    mask = jax.tree.map(np.asarray, build(guidance, jnp.float32(tp)))
+    if field == 'target_compression':
+      return total / max(accounting.kept_params(mask), 1)
+    return accounting.flops_per_example(params0, mask, positions, 'structured') / dense
+
+  reached = (lambda v: v >= target) if field == 'target_compression' else (lambda v: v <= target)
+  low, high = 0.0, TP_MAX
+  at_low, at_high = figure(low), figure(high)
+  if reached(at_low):
+    return low, at_low
+  if not reached(at_high):
+    what = ('compression from {:.3g}x to {:.3g}x' if field == 'target_compression' else
+            'structured FLOPs per example from {:.3g} to {:.3g} of dense')
+    raise ValueError(f'config.{field}={target!r} cannot be reached: Tp in [0, {TP_MAX}] gives '
+                     f'{what.format(at_low, at_high)} with this guidance and structured rule '
+                     f'(structured_threshold={config.structured_threshold}, structured_tp='
+                     f'{config.structured_tp}); choose a target in that range')
+  for _ in range(TP_STEPS):
+    mid = (low + high) / 2
+    value = figure(mid)
+    if reached(value):
+      high, at_high = mid, value
+    else:
+      low = mid
+  return high, at_high
 
 
 def explorer_ids(num_clients: int, c_exp: float, seed: int) -> np.ndarray:
@@ -85,10 +160,17 @@ def init(context, params0, rng, tps) -> list[Start]:
   up, down = accounting.exploration_bytes(accounting.total_params(params0), len(ids))
   # Per-round guidance needs every client's exploration (explorers == all clients, id order).
   state = result.sqdev if config.guidance_per_round else None
+  chosen = {}
+  if target_of(config):
+    tp, figure = choose_tp(guidance, params0, config=config, units=context.units,
+                           positions=context.positions)
+    tps = (tp,)
+    chosen = {'tp_chosen': tp, target_of(config)[0] + '_reached': figure}
+    logging.info('Tp %.6f reaches %s=%s (%.4g)', tp, *target_of(config), figure)
   starts = []
   for tp in tps:
     mask = jax.jit(mask_from_guidance(config, context.units, tp))(guidance)
-    info = {'kernel_kept': kernel_kept(mask), 'explorers': int(len(ids)),
+    info = {**chosen, 'kernel_kept': kernel_kept(mask), 'explorers': int(len(ids)),
             'exploration_epochs_mean': float(jnp.mean(result.epochs_run)),
             'exploration_final_loss_mean': float(jnp.mean(result.final_loss))}
     starts.append(Start(mask, state, up, down, seconds, info))

@@ -70,6 +70,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.guidance_per_round = False  # rebuild the mask each round from the cohort's explorations
   config.structured_threshold = 1.0  # remove a unit once this share of its inputs is pruned
   config.structured_tp = 0.0        # also remove units below this quantile of unit guidance
+  # Tp chosen by a target instead of config.tp (0 = off; not with tp_sweep): the smallest Tp
+  # whose mask gives at least this compression (total / kept parameters), or at most this
+  # fraction of the dense model's FLOPs per example after structured removal. Found from the
+  # guidance before round 1; recorded as tp_chosen in summary.json.
+  config.target_compression = 0.0
+  config.target_flops = 0.0
   # Tp sweep in one program: comma-separated thresholds, e.g. '0.1,0.2,0.3' ('' = off). Replaces
   # `autoflip` in config.algorithm by one run of every threshold side by side (one exploration,
   # one mask per Tp, the models stacked and trained by one vmapped round; autoflip_jax/train.py).
