@@ -87,6 +87,13 @@ def validate_config(config) -> None:
   _float(config, 'server_b2', 0.0, 1.0, False, True)
   _float(config, 'server_eps', 0.0, float('inf'), True, True)
   _int(config, 'warmup_epochs', 0)
+  _float(config, 'dp.clip', 0.0, float('inf'), False, True)
+  _float(config, 'dp.noise_multiplier', 0.0, float('inf'), False, True)
+  _float(config, 'dp.delta', 0.0, 1.0, True, True)
+  if config.dp.noise_multiplier > 0 and config.dp.clip <= 0:
+    raise ValueError(f'config.dp.noise_multiplier={config.dp.noise_multiplier!r} needs '
+                     f'config.dp.clip > 0 (got {config.dp.clip!r}): the noise is calibrated to '
+                     f'the clip, the sensitivity of the summed client updates')
   algorithms.validate(config, names)  # each algorithm's own fields (its module's check_config)
   _int(config, 'seed', 0)
   seed_values(config)

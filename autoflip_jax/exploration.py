@@ -11,6 +11,21 @@ The server's guidance for every parameter tensor W is
 
 a plain mean as in the reference code, or the example-weighted mean (`weighted=True`), normalised
 per tensor (min-max by default, see `masks.normalize`).
+
+Trustworthy exploration (docs/robustness.md), all pure transforms of the stacked reports
+`[explorers, ...]`, applied by the server in this order (`algorithms/autoflip.py`):
+
+1. `attack`: the threat simulation. The attacking explorers' reports are replaced, per tensor:
+   `invert` reverses the ranking (the value of rank i goes to the coordinate of rank n−1−i: the
+   largest deviations where the weights moved least, steering pruning onto important weights,
+   with the report's values and norm unchanged), `scale` multiplies by 100, `random` puts the
+   report's own values at random places (same values and norm, no information).
+2. `clip_each`: every report scaled to L2 norm at most C (over all its tensors together):
+   r_k ← r_k · min(1, C / ‖r_k‖).
+3. Aggregation over the explorer axis, coordinate-wise (`aggregate`): `mean` (the reference),
+   `median`, or `trimmed_mean` (the ⌊trim·K⌋ largest and smallest values of each coordinate
+   dropped, the rest averaged). Or, for private exploration, `noisy_mean`:
+   (Σ_k r_k + N(0, (z C)² I)) / K, the Gaussian mechanism on the clipped sum.
 """
 
 from __future__ import annotations
@@ -65,17 +80,106 @@ def make_explore_fn(apply_fn, *, optimizer: str, learning_rate: float, epochs: i
   return jax.jit(explore)
 
 
-def guidance(sqdev: PyTree, weights: jax.Array | None = None,
-             normalization: str = 'minmax') -> PyTree:
-  """Server aggregation: mean over explorers (axis 0) of the squared deviations, normalised.
+AGGREGATIONS = ('mean', 'median', 'trimmed_mean')
+ATTACKS = ('invert', 'scale', 'random')
+SCALE_ATTACK = 100.0  # the `scale` attack's factor
 
-  `weights` ([explorers], e.g. example counts) makes the mean weighted; explorers of weight 0 are
-  ignored. With `weights=None` every explorer counts equally (the reference code).
+
+def aggregate(sqdev: PyTree, weights: jax.Array | None = None, aggregation: str = 'mean',
+              trim: float = 0.1) -> PyTree:
+  """Coordinate-wise aggregate over the explorer axis (axis 0) of the reports.
+
+  `mean`: the plain mean, or with `weights` ([explorers], e.g. example counts) the weighted mean
+  (explorers of weight 0 are ignored). `median`: the coordinate-wise median (the mean of the two
+  middle values for an even count). `trimmed_mean`: with k = ⌊trim·K⌋, each coordinate's k
+  largest and k smallest values dropped and the K − 2k others averaged (trim < 0.5 keeps at
+  least one). The robust ones take no weights (`check_config` refuses the combination).
   """
+  if aggregation == 'median':
+    return jax.tree.map(lambda d: jnp.median(d, axis=0), sqdev)
+  if aggregation == 'trimmed_mean':
+    def trimmed(d):
+      k = int(trim * d.shape[0])
+      return jnp.mean(jnp.sort(d, axis=0)[k:d.shape[0] - k], axis=0)
+    return jax.tree.map(trimmed, sqdev)
+  if aggregation != 'mean':
+    raise ValueError(f'aggregation={aggregation!r} is not one of {AGGREGATIONS}')
   if weights is None:
-    mean = jax.tree.map(lambda d: jnp.mean(d, axis=0), sqdev)
-  else:
-    w = weights.astype(jnp.float32)
-    w = w / jnp.maximum(jnp.sum(w), 1e-12)
-    mean = jax.tree.map(lambda d: jnp.tensordot(w, d, axes=1), sqdev)
-  return normalize(mean, normalization)
+    return jax.tree.map(lambda d: jnp.mean(d, axis=0), sqdev)
+  w = weights.astype(jnp.float32)
+  w = w / jnp.maximum(jnp.sum(w), 1e-12)
+  return jax.tree.map(lambda d: jnp.tensordot(w, d, axes=1), sqdev)
+
+
+def guidance(sqdev: PyTree, weights: jax.Array | None = None,
+             normalization: str = 'minmax', aggregation: str = 'mean',
+             trim: float = 0.1) -> PyTree:
+  """Server aggregation over explorers (axis 0) of the squared deviations, normalised.
+
+  `aggregate` (the mean by default: with `weights=None` every explorer counts equally, the
+  reference code), then per-tensor normalisation.
+  """
+  return normalize(aggregate(sqdev, weights, aggregation, trim), normalization)
+
+
+def tree_norm(tree: PyTree) -> jax.Array:
+  """The L2 norm of a whole pytree (all its leaves as one vector)."""
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
+
+
+def clip_tree(tree: PyTree, clip: float) -> PyTree:
+  """`tree · min(1, clip / ‖tree‖)`: scaled onto the L2 ball of radius `clip` when outside it."""
+  scale = jnp.minimum(1.0, clip / jnp.maximum(tree_norm(tree), 1e-30))
+  return jax.tree.map(lambda x: (x * scale).astype(x.dtype), tree)
+
+
+def clip_each(sqdev: PyTree, clip: float) -> PyTree:
+  """Every explorer's report (leading axis) clipped to L2 norm `clip` (`clip_tree`)."""
+  return jax.vmap(lambda t: clip_tree(t, clip))(sqdev)
+
+
+def gaussian_like(tree: PyTree, key: jax.Array, std: float) -> PyTree:
+  """Independent N(0, std²) noise of the tree's shapes, one key per leaf."""
+  leaves, treedef = jax.tree.flatten(tree)
+  keys = jax.random.split(key, len(leaves))
+  return jax.tree.unflatten(treedef, [std * jax.random.normal(k, x.shape, x.dtype)
+                                      for k, x in zip(keys, leaves)])
+
+
+def noisy_mean(sqdev: PyTree, std: float, key: jax.Array) -> PyTree:
+  """(Σ_k r_k + N(0, std² I)) / K over the explorer axis: the Gaussian mechanism on the sum
+  (std = z·C for reports clipped to C), divided by the public explorer count."""
+  total = jax.tree.map(lambda d: jnp.sum(d, axis=0), sqdev)
+  count = jax.tree.leaves(sqdev)[0].shape[0]
+  return jax.tree.map(lambda s, n: (s + n) / count, total, gaussian_like(total, key, std))
+
+
+def invert_ranking(x: jax.Array) -> jax.Array:
+  """The values of `x` with their ranking reversed: the largest where the smallest was, etc."""
+  flat = x.reshape(-1)
+  order = jnp.argsort(flat)
+  return jnp.zeros_like(flat).at[order].set(flat[order[::-1]]).reshape(x.shape)
+
+
+def attack(sqdev: PyTree, attackers, kind: str, key: jax.Array) -> PyTree:
+  """The reports with those of the `attackers` (explorer positions, numpy ints) crafted by
+  `kind` (see the module docstring), tensor by tensor; the others untouched."""
+  idx = jnp.asarray(attackers, jnp.int32)
+  if idx.size == 0:
+    return sqdev
+  leaves, treedef = jax.tree.flatten(sqdev)
+  keys = jax.random.split(key, len(leaves))
+
+  def craft(d, k):
+    rows = d[idx]
+    if kind == 'invert':
+      bad = jax.vmap(invert_ranking)(rows)
+    elif kind == 'scale':
+      bad = rows * SCALE_ATTACK
+    elif kind == 'random':
+      flat = rows.reshape(rows.shape[0], -1)
+      bad = jax.random.permutation(k, flat, axis=1, independent=True).reshape(rows.shape)
+    else:
+      raise ValueError(f'attack kind={kind!r} is not one of {ATTACKS}')
+    return d.at[idx].set(bad)
+  return jax.tree.unflatten(treedef, [craft(d, k) for d, k in zip(leaves, keys)])

@@ -16,6 +16,19 @@ cohort (AutoFLIP's per-round guidance), still inside the one program.
 
 The round's PRNG: `fold_in(rng, round)` then `fold_in(., client_id)`, so a client's local shuffle
 depends only on the seed, the round and its id, never on its position in the cohort.
+
+Private training (DP-FedAvg, McMahan et al. 2018), when `dp_clip` C > 0: each client's update
+Δ_k = θ_k − mask ⊙ θ_t (zero on pruned coordinates) is clipped to L2 norm C,
+Δ_k ← Δ_k · min(1, C / ‖Δ_k‖), and the server takes
+
+    θ̄ = mask ⊙ (mask ⊙ θ_t + (Σ_k Δ_k + mask ⊙ N(0, (z C)² I)) / m),
+
+m the cohort size and z = `dp_noise` (0: clipping only). Deviation from FedAvg, on purpose: the
+average is uniform over the cohort with a fixed denominator (one client moves the sum by at most
+C, whatever its example count), not example-weighted; the noise is drawn only where the mask
+keeps weights, so pruned coordinates stay exactly 0. Its key is `fold_in(fold_in(rng,
+DP_NOISE_STREAM), round)`. With `dp_clip` = 0 (the default) none of this is traced: the round is
+the program it always was. The training loss and PruneFL's squared gradients are not privatised.
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ from autoflip_jax import local, server
 from autoflip_jax.masks import apply_mask
 
 PyTree = Any
+DP_NOISE_STREAM = 0x7FFF0003  # fold_in tag of DP-FedAvg's noise key (far above any round)
 
 
 class ServerState(NamedTuple):
@@ -66,6 +80,22 @@ def _finish(avg: PyTree, num_examples: jax.Array, mask: PyTree, fallback: PyTree
   has_data = jnp.sum(num_examples) > 0
   avg = jax.tree.map(lambda a, f: jnp.where(has_data, a, f), avg, fallback)
   return apply_mask(avg, mask)
+
+
+def clip_update(update: PyTree, clip: float) -> PyTree:
+  """`update · min(1, clip / ‖update‖)` (L2 norm over the whole tree)."""
+  norm = jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(update)))
+  scale = jnp.minimum(1.0, clip / jnp.maximum(norm, 1e-30))
+  return jax.tree.map(lambda x: x * scale, update)
+
+
+def dp_noise_tree(like: PyTree, mask: PyTree, key: jax.Array, std: float) -> PyTree:
+  """N(0, std²) on the kept coordinates of `mask`, exactly 0 elsewhere; one key per leaf."""
+  leaves, treedef = jax.tree.flatten(like)
+  keys = jax.random.split(key, len(leaves))
+  noise = jax.tree.unflatten(treedef, [std * jax.random.normal(k, x.shape, x.dtype)
+                                       for k, x in zip(keys, leaves)])
+  return apply_mask(noise, mask)
 
 
 def resolve_chunk(clients_per_chunk: int, mesh_devices: int = 1,
@@ -115,7 +145,8 @@ def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Arr
                client_ids: jax.Array, rng: jax.Array, learning_rate: jax.Array, aux: PyTree,
                *, apply_fn, optimizer: str, local_epochs: int, mask_fn: Callable | None = None,
                clients_per_chunk: int = 0, track_grad_sq: bool = False,
-               server_tx=None) -> tuple[ServerState, RoundMetrics]:
+               server_tx=None, dp_clip: float = 0.0,
+               dp_noise: float = 0.0) -> tuple[ServerState, RoundMetrics]:
   """One federated round; `make_round_fn` jits it. See the module docstring.
 
   The cohort is trained in chunks of `clients_per_chunk` clients (0: all at once): a `lax.scan`
@@ -124,7 +155,7 @@ def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Arr
   and chunks of one client are not batched at all (`vmap_clients`). Here 0 means the whole
   cohort; `resolve_chunk` turns a config's 0 (auto) into the layout for the backend.
   `server_tx` (`server.make`) turns the masked average into the next global model; None is
-  FedAvg, the average itself.
+  FedAvg, the average itself. `dp_clip`, `dp_noise`: DP-FedAvg (module docstring; 0 = off).
   """
   mask = mask_fn(aux, client_ids, num_examples) if mask_fn is not None else state.mask
   global_params = apply_mask(state.params, mask)
@@ -142,18 +173,30 @@ def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Arr
     raise ValueError(f'clients_per_chunk={chunk} must divide the cohort of {cohort} clients')
   split = lambda a: a.reshape((cohort // chunk, chunk) + a.shape[1:])
   weights = example_weights(num_examples)
+  private = dp_clip > 0  # a Python guard: the default round traces none of DP-FedAvg's ops
 
   def train_chunk(totals, xs):
     d, cid, w = xs
     p, loss, gsq = vmap_clients(client, chunk)(d, cid)
     add = lambda t, q: t + jnp.tensordot(w, q, axes=1)
-    return (jax.tree.map(add, totals[0], p), jax.tree.map(add, totals[1], gsq)), loss
+    if private:  # the sum of the clipped updates Δ_k (uniform, not example-weighted)
+      deltas = jax.vmap(lambda q: clip_update(
+          jax.tree.map(jnp.subtract, q, global_params), dp_clip))(p)
+      total = jax.tree.map(lambda t, q: t + jnp.sum(q, axis=0), totals[0], deltas)
+    else:
+      total = jax.tree.map(add, totals[0], p)
+    return (total, jax.tree.map(add, totals[1], gsq)), loss
 
   zeros = jax.tree.map(jnp.zeros_like, global_params)
   (avg, grad_sq), client_loss = jax.lax.scan(
       train_chunk, (zeros, zeros if track_grad_sq else ()),
       (jax.tree.map(split, data), split(client_ids), split(weights)))
   client_loss = client_loss.reshape(cohort)
+  if private:
+    if dp_noise > 0:
+      key = jax.random.fold_in(jax.random.fold_in(rng, DP_NOISE_STREAM), state.round)
+      avg = jax.tree.map(jnp.add, avg, dp_noise_tree(avg, mask, key, dp_noise * dp_clip))
+    avg = jax.tree.map(lambda g, s: g + s / cohort, global_params, avg)
   params = _finish(avg, num_examples, mask, global_params)
   params, server_opt = server.step(server_tx, global_params, params, state.server_opt, mask,
                                    jnp.sum(num_examples) > 0)
@@ -165,7 +208,8 @@ def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Arr
 
 def make_round_fn(apply_fn, *, optimizer: str, local_epochs: int, mask_fn: Callable | None = None,
                   clients_per_chunk: int = 0, track_grad_sq: bool = False,
-                  server_tx=None, wrap: Callable | None = None):
+                  server_tx=None, wrap: Callable | None = None, dp_clip: float = 0.0,
+                  dp_noise: float = 0.0):
   """Returns the jitted round `(state, data, num_examples, client_ids, rng, lr, aux)`.
 
   `wrap` decorates the Python body before jit (tests pass `chex.assert_max_traces(n=1)`). The
@@ -175,7 +219,8 @@ def make_round_fn(apply_fn, *, optimizer: str, local_epochs: int, mask_fn: Calla
     return round_body(state, data, num_examples, client_ids, rng, learning_rate, aux,
                       apply_fn=apply_fn, optimizer=optimizer, local_epochs=local_epochs,
                       mask_fn=mask_fn, clients_per_chunk=clients_per_chunk,
-                      track_grad_sq=track_grad_sq, server_tx=server_tx)
+                      track_grad_sq=track_grad_sq, server_tx=server_tx, dp_clip=dp_clip,
+                      dp_noise=dp_noise)
   if wrap is not None:
     body = wrap(body)
   return jax.jit(body, donate_argnums=(0,))
@@ -185,7 +230,8 @@ def make_variant_round_fn(apply_fn, *, num_variants: int, optimizer: str, local_
                           mask_fn: Callable | None = None, clients_per_chunk: int = 0,
                           track_grad_sq: bool = False, per_variant_data: bool = False,
                           variants_per_chunk: int = 0, server_tx=None,
-                          wrap: Callable | None = None):
+                          wrap: Callable | None = None, dp_clip: float = 0.0,
+                          dp_noise: float = 0.0):
   """The jitted round of `num_variants` runs side by side (thresholds, seeds): ONE program.
 
   Called as `(state, data, num_examples, client_ids, rng, learning_rate, aux)` where `state`,
@@ -200,7 +246,7 @@ def make_variant_round_fn(apply_fn, *, num_variants: int, optimizer: str, local_
   body = functools.partial(round_body, apply_fn=apply_fn, optimizer=optimizer,
                            local_epochs=local_epochs, mask_fn=mask_fn,
                            clients_per_chunk=clients_per_chunk, track_grad_sq=track_grad_sq,
-                           server_tx=server_tx)
+                           server_tx=server_tx, dp_clip=dp_clip, dp_noise=dp_noise)
 
   def variant_round(state, data, num_examples, client_ids, rng, learning_rate, aux):
     cohort = (data, num_examples, client_ids)

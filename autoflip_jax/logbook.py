@@ -5,7 +5,8 @@ model under the algorithm's first mask, and the cost of its work before round 1,
 exploration), then one row per round. Fields: round, algorithm, seed, test_accuracy, test_loss,
 train_loss, kept_params, total_params, compression, sparsity, flops_per_example (sparse),
 flops_structured, flops_dense, bytes_up, bytes_down (this round, all sampled clients),
-cum_bytes_up, cum_bytes_down, learning_rate, round_seconds.
+cum_bytes_up, cum_bytes_down, learning_rate, round_seconds, epsilon (DP-FedAvg's ε after this
+round at `dp.delta`; None when training is not private).
 
 The same rows go to TensorBoard event files (`tensorboardX`, no TensorFlow) under
 `<workdir>/tensorboard/<algorithm>/seed<seed>`, so `tensorboard --logdir runs/` shows every run.
@@ -29,7 +30,8 @@ from autoflip_jax.masks import unit_counts
 
 PyTree = Any
 TENSORBOARD_FIELDS = ('test_accuracy', 'test_loss', 'train_loss', 'sparsity', 'compression',
-                      'cum_bytes_up', 'cum_bytes_down', 'learning_rate', 'round_seconds')
+                      'cum_bytes_up', 'cum_bytes_down', 'learning_rate', 'round_seconds',
+                      'epsilon')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,12 +103,13 @@ def initial_row(name: str, seed: int, ledger: Ledger, costs: dict) -> dict:
 
 
 def round_row(name: str, seed: int, round_num: int, ledger: Ledger, train_loss: float,
-              costs: dict, up: int, down: int, lr: float, seconds: float) -> dict:
+              costs: dict, up: int, down: int, lr: float, seconds: float,
+              epsilon: float | None = None) -> dict:
   """The metrics row of a training round (`ledger` already holds this round's bytes)."""
   return dict(round=round_num, algorithm=name, seed=seed, test_accuracy=ledger.acc,
               test_loss=ledger.loss, train_loss=train_loss, **costs, bytes_up=up,
               bytes_down=down, cum_bytes_up=ledger.cum_up, cum_bytes_down=ledger.cum_down,
-              learning_rate=lr, round_seconds=seconds)
+              learning_rate=lr, round_seconds=seconds, epsilon=epsilon)
 
 
 def summary_row(name: str, seed: int, ledger: Ledger, params0: PyTree, mask: PyTree,

@@ -166,3 +166,15 @@ def unit_counts(mask: PyTree, units: Sequence[Unit]) -> dict[str, tuple[int, int
       alive |= flat[path].reshape(-1, unit.groups, n).any(axis=(0, 1))
     out[unit.name] = (int(alive.sum()), n)
   return out
+
+
+def jaccard(mask_a: PyTree, mask_b: PyTree) -> float:
+  """|A ∩ B| / |A ∪ B| of the kept kernel weights (leaves with ndim >= 2) of two masks; 1.0 when
+  both keep none. The robustness experiments compare an attacked mask with the clean one."""
+  inter = union = 0
+  for a, b in zip(jax.tree.leaves(mask_a), jax.tree.leaves(mask_b)):
+    if is_prunable(a):
+      a, b = np.asarray(a, bool), np.asarray(b, bool)
+      inter += int(np.sum(a & b))
+      union += int(np.sum(a | b))
+  return 1.0 if union == 0 else inter / union

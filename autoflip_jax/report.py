@@ -71,28 +71,41 @@ def table(rows: list[dict]) -> str:
   With several seeds of an algorithm: mean ± std of the accuracy, means of the rest.
   """
   if any(len(a['seeds']) > 1 for a in aggregate(rows)):
-    return _seed_table(aggregate(rows))
-  header = [c[0] for c in _COLUMNS]
+    return _seed_table(aggregate(rows), _privacy_columns(rows))
+  columns = _COLUMNS + _privacy_columns(rows)
+  header = [c[0] for c in columns]
   lines = []
   for row in rows:
     cells = []
-    for _, key, fmt in _COLUMNS:
+    for _, key, fmt in columns:
       if key is None:
         cells.append(f"{row['kept_params']:,}/{row['total_params']:,}")
       else:
-        cells.append(fmt(row[key]))
+        cells.append(fmt(row.get(key)))
     lines.append(cells)
   return _markdown(header, lines)
 
 
-def _seed_table(aggregated: list[dict]) -> str:
-  header = ['algorithm', 'seeds'] + [c[0] for c in _COLUMNS[1:]]
+def _epsilon(value) -> str:
+  return '-' if value is None else f'{value:.3g}'
+
+
+def _privacy_columns(rows: list[dict]) -> tuple:
+  """ε columns, only when some row is private (the default table is unchanged)."""
+  return tuple((title, key, _epsilon) for title, key in (
+      ('ε exploration', 'epsilon_exploration'), ('ε training', 'epsilon'))
+      if any(r.get(key) is not None for r in rows))
+
+
+def _seed_table(aggregated: list[dict], extra: tuple = ()) -> str:
+  header = ['algorithm', 'seeds'] + [c[0] for c in _COLUMNS[1:] + extra]
   lines = []
   for a in aggregated:
     cells = [a['algorithm'], str(len(a['seeds'])),
              f"{a['test_accuracy_mean']:.4f} ± {a['test_accuracy_std']:.4f}",
              f"{a['kept_params_mean']:,.0f}/{a['total_params_mean']:,.0f}"]
     cells += [fmt(a[f'{key}_mean']) for _, key, fmt in _COLUMNS[3:]]
+    cells += [fmt(a.get(f'{key}_mean')) for _, key, fmt in extra]
     lines.append(cells)
   return _markdown(header, lines)
 

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from autoflip_jax import algorithms, checkpoint, config_checks, federated, logbook, report
-from autoflip_jax import schedule, sharding
+from autoflip_jax import privacy, schedule, sharding
 from autoflip_jax import server as server_lib
 from autoflip_jax import setup as setup_lib
 from autoflip_jax.algorithms import Algorithm
@@ -216,7 +216,8 @@ def run_algorithm(setup: setup_lib.Setup, algorithm: Algorithm, *,
       local_epochs=config.local_epochs, mask_fn=algorithm.round_mask,
       clients_per_chunk=setup.clients_per_chunk, track_grad_sq=algorithm.track_grad_sq,
       per_variant_data=len(_by_seed(variants)) > 1,
-      variants_per_chunk=setup.variants_per_chunk, server_tx=setup.server_tx)
+      variants_per_chunk=setup.variants_per_chunk, server_tx=setup.server_tx,
+      dp_clip=float(config.dp.clip), dp_noise=float(config.dp.noise_multiplier))
   train_rngs = sharding.replicate(
       jnp.stack([jax.random.fold_in(jax.random.key(v.seed), 1) for v in variants]), setup.mesh)
   params_like = setup.params_like
@@ -261,7 +262,8 @@ def run_algorithm(setup: setup_lib.Setup, algorithm: Algorithm, *,
         evaluation = setup.evaluate(federated.unstack(server.params, i))
       ledgers[i] = logbook.after_round(ledgers[i], up, down, mask_is_new, evaluation)
       writer.write(logbook.round_row(v.name, v.seed, r, ledgers[i], float(train_losses[i]),
-                                     fields[i], up, down, lr, round_seconds + time.time() - t1))
+                                     fields[i], up, down, lr, round_seconds + time.time() - t1,
+                                     training_epsilon(config, r)))
       done = r - start_round
       logbook.log_round(label(v, setup), r, config.num_rounds, ledgers[i],
                         float(train_losses[i]), fields[i], up, down,
@@ -276,8 +278,20 @@ def run_algorithm(setup: setup_lib.Setup, algorithm: Algorithm, *,
   for i, v in enumerate(variants):
     row = logbook.summary_row(v.name, v.seed, ledgers[i], params_like,
                               federated.unstack(server.mask, i), setup.positions, setup.units)
+    if config.dp.noise_multiplier > 0:
+      row['epsilon'] = training_epsilon(config, config.num_rounds)
     rows.append(row if v.tp is None else dict(row, tp=v.tp))
   return rows
+
+
+def training_epsilon(config, rounds: int) -> float | None:
+  """DP-FedAvg's ε after `rounds` rounds at `config.dp.delta` (None when training is not
+  private); a function of the round number alone, so a resumed run reports the same."""
+  if config.dp.noise_multiplier <= 0:
+    return None
+  return privacy.training_epsilon(float(config.dp.noise_multiplier),
+                                  config.clients_per_round / config.num_clients, rounds,
+                                  float(config.dp.delta))
 
 
 def _update(algorithm: Algorithm, round_num: int, server: federated.ServerState, algo: PyTree,

@@ -18,6 +18,19 @@ that can be reached.
 With `guidance_per_round` (needs `c_exp = 1`, as in the reference code) the algorithm's state
 is every client's exploration, and each round's mask is rebuilt on the device, inside the
 jitted round, from the explorations of that round's cohort (`round_mask`).
+
+Trustworthy exploration (docs/robustness.md; `exploration.py` holds the transforms). After the
+explorers ran, the server (1) lets the attackers of the threat simulation craft their reports
+(`attack.fraction` of the explorers, the first of a seeded permutation: `attackers`), (2) clips
+every report to L2 norm `dp.exploration_clip` (0 = off), (3) aggregates with
+`guidance_aggregation` (`mean`, `median`, `trimmed_mean` cutting `guidance_trim` at each end)
+or, with `dp.exploration_noise` z > 0, releases the noised sum (Σ_k r_k + N(0, (zC)²)) / K:
+central DP on the mean only (a median or trimmed mean has no small L2 sensitivity, so
+`check_config` refuses it with noise, and the example-weighted mean likewise). ε at `dp.delta`
+(`privacy.exploration_epsilon`) is logged and recorded as `epsilon_exploration`. With
+`guidance_per_round` every client's clipped report is noised on its own (std zC) once, before
+round 1, and the rounds reuse them (post-processing: counted once). With every new field at its
+default none of these steps runs: the guidance and mask are the ones of before.
 """
 
 from __future__ import annotations
@@ -30,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autoflip_jax import accounting, exploration, masks
+from autoflip_jax import accounting, exploration, masks, privacy
 from autoflip_jax.fields import check_choice, check_float, check_int
 from autoflip_jax.algorithms.base import Algorithm, Start
 
@@ -66,6 +79,34 @@ def check_config(config, names) -> None:
   if target and config.guidance_per_round:
     raise ValueError(f'config.{target[0]}={target[1]!r} cannot be combined with '
                      f'config.guidance_per_round=True (the target is met once, before round 1)')
+  check_trustworthy(config)
+
+
+def check_trustworthy(config) -> None:
+  """The fields of private and robust exploration and of the threat simulation."""
+  check_choice(config, 'guidance_aggregation', exploration.AGGREGATIONS)
+  check_float(config, 'guidance_trim', 0.0, 0.5, False, True)
+  check_float(config, 'dp.exploration_clip', 0.0, float('inf'), False, True)
+  check_float(config, 'dp.exploration_noise', 0.0, float('inf'), False, True)
+  check_float(config, 'dp.delta', 0.0, 1.0, True, True)
+  check_choice(config, 'attack.kind', exploration.ATTACKS)
+  check_float(config, 'attack.fraction', 0.0, 1.0, False, True)
+  dp = config.dp
+  if dp.exploration_noise > 0 and dp.exploration_clip <= 0:
+    raise ValueError(f'config.dp.exploration_noise={dp.exploration_noise!r} needs '
+                     f'config.dp.exploration_clip > 0 (got {dp.exploration_clip!r}): the noise '
+                     f'is calibrated to the clip, the sensitivity of the summed reports')
+  if dp.exploration_noise > 0 and config.guidance_aggregation != 'mean':
+    raise ValueError(f'config.dp.exploration_noise={dp.exploration_noise!r} with '
+                     f'config.guidance_aggregation={config.guidance_aggregation!r}: private '
+                     f"exploration noises the sum, so it needs 'mean'")
+  if config.guidance_weighted and config.guidance_aggregation != 'mean':
+    raise ValueError(f'config.guidance_weighted=True with config.guidance_aggregation='
+                     f"{config.guidance_aggregation!r}: only 'mean' takes example weights")
+  if config.guidance_weighted and dp.exploration_noise > 0:
+    raise ValueError(f'config.guidance_weighted=True with config.dp.exploration_noise='
+                     f'{dp.exploration_noise!r}: the private mean is the plain mean of the '
+                     f'clipped reports (its sensitivity does not depend on the data)')
 
 
 def target_of(config) -> tuple[str, float] | None:
@@ -127,6 +168,48 @@ def explorer_ids(num_clients: int, c_exp: float, seed: int) -> np.ndarray:
   return np.sort(rng.choice(num_clients, size=count, replace=False))
 
 
+ATTACK_STREAM = 5              # numpy stream of the attackers' choice
+ATTACK_KEY = 0x7FFF0001       # fold_in tags of the init key (far above any explorer's client id)
+NOISE_KEY = 0x7FFF0002
+
+
+def attackers(num_explorers: int, fraction: float, seed: int) -> np.ndarray:
+  """Positions (among the explorers) of the attacking ones: the first round(fraction * count)
+  of a permutation fixed by the seed."""
+  count = int(round(fraction * num_explorers))
+  order = np.random.default_rng([seed, ATTACK_STREAM]).permutation(num_explorers)
+  return np.sort(order[:count])
+
+
+def server_reports(config, sqdev, rng, seed: int):
+  """The reports as the server uses them: attacked, clipped, and (per-round guidance with
+  noise) noised one by one. Each step runs only when its field is on."""
+  if config.attack.fraction > 0:
+    bad = attackers(jax.tree.leaves(sqdev)[0].shape[0], config.attack.fraction, seed)
+    sqdev = exploration.attack(sqdev, bad, config.attack.kind,
+                               jax.random.fold_in(rng, ATTACK_KEY))
+  dp = config.dp
+  if dp.exploration_clip > 0:
+    sqdev = exploration.clip_each(sqdev, dp.exploration_clip)
+  if dp.exploration_noise > 0 and config.guidance_per_round:
+    noise = exploration.gaussian_like(sqdev, jax.random.fold_in(rng, NOISE_KEY),
+                                      dp.exploration_noise * dp.exploration_clip)
+    sqdev = jax.tree.map(jnp.add, sqdev, noise)
+  return sqdev
+
+
+def server_guidance(config, sqdev, weights, rng):
+  """The guidance from the server's reports: the noised mean (private exploration with a fixed
+  mask) or the configured aggregation."""
+  dp = config.dp
+  if dp.exploration_noise > 0 and not config.guidance_per_round:
+    mean = exploration.noisy_mean(sqdev, dp.exploration_noise * dp.exploration_clip,
+                                  jax.random.fold_in(rng, NOISE_KEY))
+    return masks.normalize(mean, config.guidance_normalization)
+  return exploration.guidance(sqdev, weights, config.guidance_normalization,
+                              config.guidance_aggregation, config.guidance_trim)
+
+
 def mask_from_guidance(config, units, tp: float):
   """`guidance -> hybrid mask` at threshold `tp` with the config's structured rule."""
   return functools.partial(
@@ -156,16 +239,25 @@ def init(context, params0, rng, tps) -> list[Start]:
   jax.block_until_ready(result.sqdev)
   seconds = time.time() - start
   weights = num_examples if config.guidance_weighted else None
-  guidance = exploration.guidance(result.sqdev, weights, config.guidance_normalization)
+  reports = server_reports(config, result.sqdev, rng, context.seed)
+  guidance = server_guidance(config, reports, weights, rng)
   up, down = accounting.exploration_bytes(accounting.total_params(params0), len(ids))
   # Per-round guidance needs every client's exploration (explorers == all clients, id order).
-  state = result.sqdev if config.guidance_per_round else None
+  state = reports if config.guidance_per_round else None
   chosen = {}
+  if config.dp.exploration_noise > 0:
+    chosen['epsilon_exploration'] = privacy.exploration_epsilon(
+        float(config.dp.exploration_noise), float(config.dp.delta))
+    logging.info('private exploration: noise multiplier %g, clip %g: epsilon %.4g at delta %g',
+                 config.dp.exploration_noise, config.dp.exploration_clip,
+                 chosen['epsilon_exploration'], config.dp.delta)
+  if config.attack.fraction > 0:
+    chosen['attackers'] = int(len(attackers(len(ids), config.attack.fraction, context.seed)))
   if target_of(config):
     tp, figure = choose_tp(guidance, params0, config=config, units=context.units,
                            positions=context.positions)
     tps = (tp,)
-    chosen = {'tp_chosen': tp, target_of(config)[0] + '_reached': figure}
+    chosen.update({'tp_chosen': tp, target_of(config)[0] + '_reached': figure})
     logging.info('Tp %.6f reaches %s=%s (%.4g)', tp, *target_of(config), figure)
   starts = []
   for tp in tps:
@@ -186,7 +278,9 @@ def make(config, units) -> Algorithm:
   def round_mask(sqdev_all, client_ids, num_examples):
     sqdev = jax.tree.map(lambda d: d[client_ids], sqdev_all)
     weights = num_examples if config.guidance_weighted else None
-    return make_mask(exploration.guidance(sqdev, weights, config.guidance_normalization))
+    # The reports were attacked, clipped and noised once in `init` (the state holds them).
+    return make_mask(exploration.guidance(sqdev, weights, config.guidance_normalization,
+                                          config.guidance_aggregation, config.guidance_trim))
 
   def state_like(context, params0):
     return jax.tree.map(

@@ -21,6 +21,8 @@ in experiments/configs/default.py only):
   min_examples: least training examples of a client.
   max_examples_per_client: cap on a client's training examples (0 = none).
   max_test_examples: cap on the test set (0 = all).
+  label_noise: threat simulation, the fraction of clients in [0, 1] whose
+    training labels are permuted (0 = none; see `load`, step 5).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from autoflip_jax.data import sources
 
 FIELDS = ('name', 'path', 'data_dir', 'tfds_name', 'partition',
           'classes_per_client', 'alpha', 'test_fraction', 'min_examples',
-          'max_examples_per_client', 'max_test_examples')
+          'max_examples_per_client', 'max_test_examples', 'label_noise')
+LABEL_NOISE_STREAM = 4  # numpy stream of the noisy clients and their permutations
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -164,6 +167,11 @@ def validate(data_config: Any, num_clients: int) -> None:
   for field in ('min_examples', 'max_examples_per_client',
                 'max_test_examples'):
     _check_int(field, getattr(data_config, field), 0)
+  noise = data_config.label_noise
+  if (not isinstance(noise, numbers.Real) or isinstance(noise, bool)
+      or not 0 <= noise <= 1):
+    raise ValueError(f'config.data.label_noise={noise!r} must be a number in '
+                     '[0, 1] (the fraction of clients with permuted labels)')
   min_ex = data_config.min_examples
   if num_clients < 1:
     raise ValueError(f'num_clients={num_clients} must be >= 1')
@@ -203,6 +211,11 @@ def load(data_config: Any, num_clients: int, seed: int) -> FederatedDataset:
   3. Caps: each client keeps at most max_examples_per_client examples
      (rng [seed, 2]); the test set at most max_test_examples (rng [seed, 3]).
   4. Inputs are read only for the kept examples, once.
+  5. Label noise (threat simulation): round(label_noise * num_clients)
+     clients, drawn with rng [seed, LABEL_NOISE_STREAM], have their training
+     labels mapped through a random permutation of the classes (one per
+     client, same rng): a consistent mislabelling, not random flips. The
+     test set is untouched.
 
   Same config and seed -> identical arrays.
   """
@@ -245,11 +258,28 @@ def load(data_config: Any, num_clients: int, seed: int) -> FederatedDataset:
       np.random.default_rng([seed, 2]))
   test_idx = _subset(test_idx, data_config.max_test_examples,
                      np.random.default_rng([seed, 3]))
+  client_y = [train.y[p] for p in parts]
+  if data_config.label_noise > 0:
+    client_y = _permute_labels(client_y, data_config.label_noise,
+                               src.num_classes, seed)
   return FederatedDataset(
       name=data_config.name,
       client_x=[train.read_x(p) for p in parts],
-      client_y=[train.y[p] for p in parts],
+      client_y=client_y,
       test_x=test.read_x(test_idx),
       test_y=test.y[test_idx],
       num_classes=src.num_classes,
       client_names=names)
+
+
+def _permute_labels(client_y: list[np.ndarray], fraction: float,
+                    num_classes: int, seed: int) -> list[np.ndarray]:
+  """Step 5 of `load`: the noisy clients' labels through class permutations."""
+  rng = np.random.default_rng([seed, LABEL_NOISE_STREAM])
+  count = int(round(fraction * len(client_y)))
+  noisy = np.sort(rng.permutation(len(client_y))[:count])
+  out = list(client_y)
+  for k in noisy:
+    perm = rng.permutation(num_classes).astype(out[k].dtype)
+    out[k] = perm[out[k]]
+  return out

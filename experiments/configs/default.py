@@ -35,6 +35,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.min_examples = 1
   config.data.max_examples_per_client = 0  # seeded cap per client; 0 = none
   config.data.max_test_examples = 0        # seeded cap on the test set; 0 = all
+  config.data.label_noise = 0.0     # threat simulation: this fraction of the clients (fixed by
+                                    # the seed) have their classes permuted; 0 = none
 
   # Federated schedule.
   config.num_clients = 20
@@ -82,6 +84,27 @@ def get_config() -> ml_collections.ConfigDict:
   # Each threshold's results equal a run with config.tp set to it; config.tp is then only read by
   # the random/magnitude controls (their kept count, when control_sparsity = 0).
   config.tp_sweep = ''
+  # Robust guidance (docs/robustness.md): coordinate-wise aggregation of the explorers' reports,
+  # 'mean' (the reference), 'median' or 'trimmed_mean' (guidance_trim cut at each end).
+  config.guidance_aggregation = 'mean'
+  config.guidance_trim = 0.1
+
+  # Differential privacy (docs/robustness.md; ε from Google's dp-accounting). Clips of 0 = off;
+  # a noise multiplier needs its clip. Exploration: each explorer's report clipped to
+  # exploration_clip, Gaussian noise (exploration_noise × clip) on their sum. Training
+  # (DP-FedAvg, every algorithm): client updates clipped to `clip`, noise (noise_multiplier ×
+  # clip) on their sum, uniform mean over the cohort. ε at `delta`.
+  config.dp = ml_collections.ConfigDict()
+  config.dp.exploration_clip = 0.0
+  config.dp.exploration_noise = 0.0
+  config.dp.clip = 0.0
+  config.dp.noise_multiplier = 0.0
+  config.dp.delta = 1e-5
+  # Threat simulation: this fraction of the explorers (fixed by the seed) report crafted
+  # deviations: 'invert' (ranking reversed), 'scale' (x100) or 'random'.
+  config.attack = ml_collections.ConfigDict()
+  config.attack.kind = 'invert'
+  config.attack.fraction = 0.0
 
   # Baselines (docs/baselines.md, autoflip_jax/algorithms/).
   # random / magnitude controls: kernel sparsity; 0 = exactly AutoFLIP's kept kernel count
