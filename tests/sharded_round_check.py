@@ -72,7 +72,8 @@ runs = []
 for devices in (1, 8):
   workdir = tempfile.mkdtemp()
   train.train_and_evaluate(tiny_config(num_clients=8, clients_per_round=8, mesh_devices=devices,
-                                       seeds='0,1', num_rounds=1), workdir)
+                                       algorithm='autoflip', seeds='0,1', num_rounds=1),
+                           workdir)
   with open(f'{workdir}/metrics.jsonl') as f:
     runs.append([json.loads(line) for line in f])
 for a, b in zip(*runs):
