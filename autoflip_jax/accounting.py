@@ -31,9 +31,12 @@ depthwise convs leave the elementwise work a larger share (tests/test_accounting
 Bytes per round, float32 values (4 bytes):
   * down, per client: the kept values of the global model, plus the mask whenever the client does
     not hold the current mask yet (the first round of a fixed mask, every round when the mask is
-    rebuilt each round). The mask is sent in the cheaper of two encodings (`mask_bytes`): a bitmap
-    of ceil(total / 8) bytes, or the int32 index of every kept value (4 bytes each), which wins
-    only above 31/32 = 96.9% sparsity. A dense mask needs neither (FedAvg sends no mask).
+    rebuilt each round). The mask is sent in the cheapest of three encodings (`mask_bytes`): a
+    bitmap of ceil(total / 8) bytes; the int32 index of every kept value (4 bytes each), which
+    wins only above 31/32 = 96.9% sparsity; or, when whole units are removed, the structure (one
+    bit per unit) and a bitmap over the shrunk model's parameters only (a client builds the
+    smaller tensors and places the kept values in them). A dense mask needs none (FedAvg sends
+    no mask).
   * up, per client: the kept values of its new local model (the client knows the mask).
   * exploration (AutoFLIP, once): each explorer downloads the dense θ0 and uploads its dense
     squared-deviation tensor.
@@ -127,22 +130,30 @@ def mask_bitmap_bytes(total: int) -> int:
   return math.ceil(total / 8)
 
 
-def mask_bytes(kept: int, total: int) -> tuple[int, str]:
+def mask_bytes(kept: int, total: int, shrunk: int | None = None,
+               units: int = 0) -> tuple[int, str]:
   """Bytes to send a mask keeping `kept` of `total` values, and the encoding that achieves it.
 
   `bitmap`: one bit per parameter, ceil(total / 8) bytes. `indices`: the int32 flat index of every
-  kept value, 4 kept bytes (cheaper only when kept < total / 32). `dense`: a mask that keeps
-  everything is not sent (0 bytes). Ties go to the bitmap.
+  kept value, 4 kept bytes (cheaper only when kept < total / 32). `structure`: when whole units
+  are removed (`shrunk` < total parameters remain in the shrunk model, `shrink.shrunk_params`),
+  one bit per unit of the model (which units stay, ceil(units / 8)) and a bitmap over the shrunk
+  model's `shrunk` parameters. `dense`: a mask that keeps everything is not sent (0 bytes). Ties
+  go to the bitmap.
   """
   if kept == total:
     return 0, 'dense'
-  bitmap, indices = mask_bitmap_bytes(total), kept * INDEX_BYTES
-  return (indices, 'indices') if indices < bitmap else (bitmap, 'bitmap')
+  options = [(mask_bitmap_bytes(total), 'bitmap'), (kept * INDEX_BYTES, 'indices')]
+  if shrunk is not None and shrunk < total:
+    options.append((mask_bitmap_bytes(units) + mask_bitmap_bytes(shrunk), 'structure'))
+  return min(options, key=lambda o: o[0])
 
 
-def round_bytes(kept: int, total: int, clients: int, send_mask: bool) -> tuple[int, int]:
-  """(bytes up, bytes down) of one round for `clients` sampled clients."""
-  down = kept * VALUE_BYTES + (mask_bytes(kept, total)[0] if send_mask else 0)
+def round_bytes(kept: int, total: int, clients: int, send_mask: bool, shrunk: int | None = None,
+                units: int = 0) -> tuple[int, int]:
+  """(bytes up, bytes down) of one round for `clients` sampled clients; `shrunk`, `units` as in
+  `mask_bytes`."""
+  down = kept * VALUE_BYTES + (mask_bytes(kept, total, shrunk, units)[0] if send_mask else 0)
   up = kept * VALUE_BYTES
   return clients * up, clients * down
 

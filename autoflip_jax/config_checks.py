@@ -102,6 +102,8 @@ def validate_config(config) -> None:
   _int(config, 'checkpoint_every', 1)
   _int(config, 'clients_per_chunk', 0, config.clients_per_round)
   _int(config, 'mesh_devices', 1)
+  if not isinstance(config.shrunk_rounds, bool):
+    raise ValueError(f'config.shrunk_rounds={config.shrunk_rounds!r} must be True or False')
   for field in ('clients_per_round', 'clients_per_chunk'):
     if config[field] % config.mesh_devices:
       raise ValueError(f'config.{field}={config[field]} must be a multiple of '

@@ -39,7 +39,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from autoflip_jax import local, server
+from autoflip_jax import local, server, shrink
 from autoflip_jax.masks import apply_mask
 
 PyTree = Any
@@ -231,7 +231,8 @@ def make_variant_round_fn(apply_fn, *, num_variants: int, optimizer: str, local_
                           track_grad_sq: bool = False, per_variant_data: bool = False,
                           variants_per_chunk: int = 0, server_tx=None,
                           wrap: Callable | None = None, dp_clip: float = 0.0,
-                          dp_noise: float = 0.0):
+                          dp_noise: float = 0.0, shrink_plan: shrink.Plan | None = None,
+                          params_like: PyTree = None):
   """The jitted round of `num_variants` runs side by side (thresholds, seeds): ONE program.
 
   Called as `(state, data, num_examples, client_ids, rng, learning_rate, aux)` where `state`,
@@ -242,7 +243,20 @@ def make_variant_round_fn(apply_fn, *, num_variants: int, optimizer: str, local_
   TPUs) or run one after another inside the program (1, faster on a CPU where the clients are
   too; `federated.chunked_map`). One variant is `round_body` itself with the axis added back,
   so a plain run is exactly the round it always was. The state's buffers are donated.
+
+  Shrunk rounds (`shrink_plan`, a `shrink.Plan` of the mask every variant keeps inside; needs
+  `params_like`, the full params' shapes): the program slices the state (params, mask, the
+  server optimizer's moments) to the kept units, trains and averages the physically smaller
+  model `shrink_plan.model`, and puts the result back in zeros shaped like the full state. Equal
+  to the masked full-model round up to float rounding whenever the mask is fixed for the round
+  (no `mask_fn`), nothing reads the pruned coordinates' gradients (no `track_grad_sq`) and the
+  DP noise is off (its draws depend on the shapes); the runner checks (`train.py`).
   """
+  if shrink_plan is not None:
+    if mask_fn is not None or track_grad_sq or dp_noise > 0:
+      raise ValueError('a shrunk round needs a fixed mask, no squared gradients and no DP noise')
+    model = shrink_plan.model
+    apply_fn = lambda p, x: model.apply({'params': p}, x)
   body = functools.partial(round_body, apply_fn=apply_fn, optimizer=optimizer,
                            local_epochs=local_epochs, mask_fn=mask_fn,
                            clients_per_chunk=clients_per_chunk, track_grad_sq=track_grad_sq,
@@ -260,6 +274,14 @@ def make_variant_round_fn(apply_fn, *, num_variants: int, optimizer: str, local_
       return chunked_map(one, (state, cohort, rng, aux), variants_per_chunk)
     one = lambda st, key, ax: body(st, *cohort, key, learning_rate, ax)
     return chunked_map(one, (state, rng, aux), variants_per_chunk)
+
+  if shrink_plan is not None:
+    full_round = variant_round
+
+    def variant_round(state, *args):
+      small = shrink.take(state, shrink_plan, params_like, lead=1)
+      small, metrics = full_round(small, *args)
+      return shrink.put(small, state, shrink_plan, params_like, lead=1), metrics
 
   if wrap is not None:
     variant_round = wrap(variant_round)

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from tensorboardX import SummaryWriter
 
-from autoflip_jax import accounting, report, sharding
+from autoflip_jax import accounting, report, sharding, shrink
 from autoflip_jax.masks import unit_counts
 
 PyTree = Any
@@ -73,13 +73,16 @@ def after_round(ledger: Ledger, up: int, down: int, mask_is_new: bool,
                              acc=acc, loss=loss, mask_is_new=mask_is_new)
 
 
-def cost_fields(params0: PyTree, mask: PyTree, positions: dict) -> dict:
-  """Parameter, compression and FLOP figures of a mask (see `accounting`)."""
+def cost_fields(params0: PyTree, mask: PyTree, positions: dict, units=()) -> dict:
+  """Parameter, compression and FLOP figures of a mask (see `accounting`); `shrunk_params`:
+  the parameters of the model with the mask's dead units removed (`shrink.shrunk_params`)."""
   mask = jax.tree.map(sharding.host_value, mask)
   total = accounting.total_params(params0)
   kept = accounting.kept_params(mask)
+  shrunk, num_units = shrink.shrunk_params(mask, units)
   return dict(
-      kept_params=kept, total_params=total, compression=total / max(kept, 1),
+      kept_params=kept, total_params=total, shrunk_params=shrunk, units_total=num_units,
+      compression=total / max(kept, 1),
       sparsity=1.0 - kept / total,
       flops_per_example=accounting.flops_per_example(params0, mask, positions, 'sparse'),
       flops_structured=accounting.flops_per_example(params0, mask, positions, 'structured'),
@@ -90,7 +93,8 @@ def round_traffic(costs: dict, clients: int, mask_is_new: bool) -> tuple[int, in
   """(bytes up, bytes down) of a round; the mask's bitmap goes down while it is new."""
   total = costs['total_params']
   send_mask = mask_is_new and costs['kept_params'] < total
-  return accounting.round_bytes(costs['kept_params'], total, clients, send_mask)
+  return accounting.round_bytes(costs['kept_params'], total, clients, send_mask,
+                                costs.get('shrunk_params'), costs.get('units_total', 0))
 
 
 def initial_row(name: str, seed: int, ledger: Ledger, costs: dict) -> dict:
@@ -117,7 +121,7 @@ def summary_row(name: str, seed: int, ledger: Ledger, params0: PyTree, mask: PyT
   """A variant's final row (summary.json, the table): accuracy, costs, bytes, its info."""
   mask = jax.tree.map(sharding.host_value, mask)
   summary = dict(algorithm=name, seed=seed, test_accuracy=ledger.acc,
-                 **cost_fields(params0, mask, positions),
+                 **cost_fields(params0, mask, positions, units),
                  bytes_up_total=ledger.cum_up, bytes_down_total=ledger.cum_down,
                  exploration_bytes=ledger.init_up + ledger.init_down,
                  exploration_seconds=ledger.init_seconds,

@@ -116,26 +116,54 @@ def _num_units(flat, unit: Unit) -> int:
   return flat[unit.kernel].shape[-1] // unit.groups
 
 
+SCOPES = ('layer', 'global')
+
+
+def _off(structured_tp) -> bool:
+  """`structured_tp` None or a Python 0: no removal by guidance (a traced value is on)."""
+  return structured_tp is None or (isinstance(structured_tp, (int, float)) and structured_tp <= 0)
+
+
+def unit_scores(guidance: PyTree, units: Sequence[Unit]) -> list[jax.Array]:
+  """Each unit layer's scores `[units]`: the mean guidance of every unit's incoming weights."""
+  flat_g = traverse_util.flatten_dict(guidance)
+  out = []
+  for unit in units:
+    count = sum(flat_g[p].size // flat_g[p].shape[-1] * unit.groups for p in unit.kernels)
+    out.append(sum(_per_unit_sum(flat_g[p], unit.groups) for p in unit.kernels) / count)
+  return out
+
+
 def structured_mask(mask: PyTree, units: Sequence[Unit], structured_threshold: float = 1.0,
-                    guidance: PyTree | None = None, structured_tp: float = 0.0) -> PyTree:
+                    guidance: PyTree | None = None, structured_tp=0.0,
+                    scope: str = 'layer') -> PyTree:
   """Stage 2: removes whole units and everything that belongs to them (see module docstring).
 
   A unit's pruned share and its guidance score are taken over all its incoming weights: its
   slices of every producer kernel (`Unit.kernels`; for an LSTM unit, its four gate columns in both
-  the input and the recurrent kernel).
+  the input and the recurrent kernel). With `structured_tp` (a float in (0, 1) or a traced
+  scalar; None or 0 = off) a unit is also removed when its score is below the `structured_tp`
+  quantile of the scores of its layer (`scope='layer'`) or of every unit of the model
+  (`scope='global'`; a layer's best-scoring unit always stays, so no layer is cut through).
   """
+  if scope not in SCOPES:
+    raise ValueError(f'structured scope {scope!r} is not one of {SCOPES}')
+  by_guidance = not _off(structured_tp)
+  if by_guidance and guidance is None:
+    raise ValueError('structured_tp needs the guidance')
   flat = dict(traverse_util.flatten_dict(mask))
-  flat_g = traverse_util.flatten_dict(guidance) if guidance is not None else None
-  for unit in units:
+  scores = unit_scores(guidance, units) if by_guidance else None
+  if by_guidance and scope == 'global':
+    cut = jnp.quantile(jnp.concatenate(scores), structured_tp)
+  for i, unit in enumerate(units):
     kernels = [flat[p] for p in unit.kernels]
     kept = sum(_per_unit_sum(k.astype(jnp.float32), unit.groups) for k in kernels)
     count = sum(k.size // k.shape[-1] * unit.groups for k in kernels)
     remove = 1.0 - kept / count >= structured_threshold
-    if structured_tp > 0:
-      if flat_g is None:
-        raise ValueError('structured_tp needs the guidance')
-      score = sum(_per_unit_sum(flat_g[p], unit.groups) for p in unit.kernels) / count
-      remove = remove | (score < jnp.quantile(score, structured_tp))
+    if by_guidance:
+      score = scores[i]
+      layer_cut = jnp.quantile(score, structured_tp) if scope == 'layer' else cut
+      remove = remove | ((score < layer_cut) & (score < jnp.max(score)))
     keep_u = ~remove  # [units]
     for path, k in zip(unit.kernels, kernels):
       flat[path] = k & _along(_unit_expand(keep_u, k.shape[-1]), k.ndim, k.ndim - 1)
@@ -148,11 +176,12 @@ def structured_mask(mask: PyTree, units: Sequence[Unit], structured_threshold: f
   return traverse_util.unflatten_dict(flat)
 
 
-def hybrid_mask(guidance: PyTree, tp: float, units: Sequence[Unit],
-                structured_threshold: float = 1.0, structured_tp: float = 0.0) -> PyTree:
+def hybrid_mask(guidance: PyTree, tp, units: Sequence[Unit],
+                structured_threshold: float = 1.0, structured_tp=0.0,
+                scope: str = 'layer') -> PyTree:
   """The AutoFLIP mask: unstructured global-`tp` pruning, then whole-unit removal."""
   mask = unstructured_mask(guidance, tp)
-  return structured_mask(mask, units, structured_threshold, guidance, structured_tp)
+  return structured_mask(mask, units, structured_threshold, guidance, structured_tp, scope)
 
 
 def unit_counts(mask: PyTree, units: Sequence[Unit]) -> dict[str, tuple[int, int]]:

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from autoflip_jax import algorithms, checkpoint, config_checks, federated, logbook, report
-from autoflip_jax import privacy, schedule, sharding
+from autoflip_jax import privacy, schedule, sharding, shrink
 from autoflip_jax import server as server_lib
 from autoflip_jax import setup as setup_lib
 from autoflip_jax.algorithms import Algorithm
@@ -130,8 +130,8 @@ def start_run(setup: setup_lib.Setup, algorithm: Algorithm, variants: Sequence[V
                    start.seconds)
     ledger = logbook.start_ledger(start, *setup.evaluate(apply_mask(p0, start.mask)))
     writer.reset(v.name, v.seed, -1)
-    writer.write(logbook.initial_row(v.name, v.seed, ledger,
-                                     logbook.cost_fields(p0, start.mask, setup.positions)))
+    costs = logbook.cost_fields(p0, start.mask, setup.positions, setup.units)
+    writer.write(logbook.initial_row(v.name, v.seed, ledger, costs))
     ledgers.append(ledger)
   server_opt = [server_lib.init(setup.server_tx, p0) for p0 in params0]
   server_state = federated.ServerState(federated.stack(params0),
@@ -211,18 +211,32 @@ def run_algorithm(setup: setup_lib.Setup, algorithm: Algorithm, *,
   server = sharding.replicate(state.server, setup.mesh)
   algo = sharding.replicate(state.algo, setup.mesh)
   ledgers = list(state.ledgers)
-  round_fn = federated.make_variant_round_fn(
-      setup.apply_fn, num_variants=k, optimizer=config.optimizer,
-      local_epochs=config.local_epochs, mask_fn=algorithm.round_mask,
-      clients_per_chunk=setup.clients_per_chunk, track_grad_sq=algorithm.track_grad_sq,
-      per_variant_data=len(_by_seed(variants)) > 1,
-      variants_per_chunk=setup.variants_per_chunk, server_tx=setup.server_tx,
-      dp_clip=float(config.dp.clip), dp_noise=float(config.dp.noise_multiplier))
+  round_fns = {}
+
+  def round_fn_for(plan):
+    """The jitted round for a shrinking plan (None: the full model), compiled once per shape."""
+    key = None if plan is None else plan.key
+    if key not in round_fns:
+      if plan is not None:
+        logging.info('[%s] rounds run the shrunk model: %s', checkpoint_name(algorithm, setup),
+                     ', '.join(f'{n} {len(i)}' for n, i in plan.kept.items()))
+      round_fns[key] = federated.make_variant_round_fn(
+          setup.apply_fn, num_variants=k, optimizer=config.optimizer,
+          local_epochs=config.local_epochs, mask_fn=algorithm.round_mask,
+          clients_per_chunk=setup.clients_per_chunk, track_grad_sq=algorithm.track_grad_sq,
+          per_variant_data=len(_by_seed(variants)) > 1,
+          variants_per_chunk=setup.variants_per_chunk, server_tx=setup.server_tx,
+          dp_clip=float(config.dp.clip), dp_noise=float(config.dp.noise_multiplier),
+          shrink_plan=plan, params_like=setup.params_like)
+    return round_fns[key]
+
+  shrinks = runs_shrunk(config, algorithm)
+  round_fn = round_fn_for(shrink_plan(setup, server.mask) if shrinks else None)
   train_rngs = sharding.replicate(
       jnp.stack([jax.random.fold_in(jax.random.key(v.seed), 1) for v in variants]), setup.mesh)
   params_like = setup.params_like
-  costs = [logbook.cost_fields(params_like, federated.unstack(server.mask, i), setup.positions)
-           for i in range(k)]
+  costs = [logbook.cost_fields(params_like, federated.unstack(server.mask, i), setup.positions,
+                               setup.units) for i in range(k)]
   start = time.time()
   for r in range(start_round + 1, config.num_rounds + 1):
     t0 = time.time()
@@ -244,19 +258,21 @@ def run_algorithm(setup: setup_lib.Setup, algorithm: Algorithm, *,
       mask_is_new = ledgers[i].mask_is_new
       if algorithm.round_mask is not None:
         costs[i] = logbook.cost_fields(params_like, federated.unstack(server.mask, i),
-                                       setup.positions)
+                                       setup.positions, setup.units)
         mask_is_new = True
       fields.append(costs[i])
       traffic.append(logbook.round_traffic(costs[i], len(ids[i]), mask_is_new))
     new_masks = [None] * k
     if algorithm.update is not None:
       server, algo, new_masks = _update(algorithm, r, server, algo, met, setup.mesh)
+      if shrinks and any(m is not None for m in new_masks):
+        round_fn = round_fn_for(shrink_plan(setup, server.mask))
     for i, v in enumerate(variants):
       t1 = time.time()
       up, down = traffic[i]
       mask_is_new = new_masks[i] is not None  # the next round's clients need the new bitmap
       if mask_is_new:
-        costs[i] = logbook.cost_fields(params_like, new_masks[i], setup.positions)
+        costs[i] = logbook.cost_fields(params_like, new_masks[i], setup.positions, setup.units)
       evaluation = None
       if schedule.eval_due(config, r):
         evaluation = setup.evaluate(federated.unstack(server.params, i))
@@ -282,6 +298,22 @@ def run_algorithm(setup: setup_lib.Setup, algorithm: Algorithm, *,
       row['epsilon'] = training_epsilon(config, config.num_rounds)
     rows.append(row if v.tp is None else dict(row, tp=v.tp))
   return rows
+
+
+def runs_shrunk(config, algorithm: Algorithm) -> bool:
+  """Whether the algorithm's rounds train the shrunk model (`config.shrunk_rounds`): only where
+  that equals masked full-model training (`federated.make_variant_round_fn`)."""
+  return bool(config.shrunk_rounds and algorithm.round_mask is None
+              and not algorithm.track_grad_sq and config.dp.noise_multiplier <= 0)
+
+
+def shrink_plan(setup: setup_lib.Setup, stacked_mask: PyTree) -> shrink.Plan | None:
+  """The shrinking every variant's mask allows (a unit goes when it is dead in all of them);
+  None when no unit goes (the full round, no second compile)."""
+  union = jax.tree.map(lambda m: np.any(np.asarray(sharding.host_value(m)), axis=0),
+                       stacked_mask)
+  plan = shrink.plan(setup.model, union)
+  return plan if plan.removes_any else None
 
 
 def training_epsilon(config, rounds: int) -> float | None:

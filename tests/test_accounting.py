@@ -179,3 +179,25 @@ def test_param_counts():
   mask = {'a': {'kernel': np.eye(3, 4, dtype=bool), 'bias': np.array([1, 0, 1, 1], bool)}}
   assert accounting.total_params(params) == 16
   assert accounting.kept_params(mask) == 6
+
+
+def test_a_mask_that_removes_units_travels_as_structure_plus_inner_bitmap():
+  # 1000 params, 700 kept, whole units removed leave a 720-param shrunk model of 20 units:
+  # 3 bytes of unit bits + 90 bytes of inner bitmap beat the 125-byte full bitmap.
+  assert accounting.mask_bytes(700, 1000, shrunk=720, units=20) == (93, 'structure')
+  assert accounting.mask_bytes(700, 1000, shrunk=1000, units=20) == (125, 'bitmap')
+  assert accounting.mask_bytes(10, 1000, shrunk=720, units=20) == (40, 'indices')
+  assert accounting.round_bytes(700, 1000, 2, True, shrunk=720, units=20) == (
+      2 * 2800, 2 * (2800 + 93))
+
+
+def test_shrunk_params_counts_the_model_without_its_dead_units():
+  from autoflip_jax import masks, shrink  # noqa: PLC0415
+  from tests.test_masks import UNITS, _ones  # noqa: PLC0415
+  mask = _ones()
+  assert shrink.shrunk_params(mask, UNITS) == (sum(np.size(m) for m in jax.tree.leaves(mask)),
+                                               2 + 3 + 4)
+  mask['conv1']['kernel'][..., 0] = False   # conv1's filter 0 dies: its 50 weights, its bias
+  mask = jax.tree.map(np.asarray, masks.structured_mask(mask, UNITS))  # and dense0's 9 rows
+  want = sum(np.size(m) for m in jax.tree.leaves(_ones())) - 50 - 1 - 9 * 4
+  assert shrink.shrunk_params(mask, UNITS)[0] == want

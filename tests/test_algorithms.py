@@ -90,18 +90,18 @@ def _guided_cnn():
   return model.units(), params, guidance, positions
 
 
-@pytest.mark.parametrize('overrides', [{'target_compression': 2.0},
-                                       {'target_flops': 0.5, 'structured_threshold': 0.5}])
+@pytest.mark.parametrize('overrides', [
+    {'target_compression': 2.0}, {'target_flops': 0.5},
+    {'target_flops': 0.5, 'structured_rule': 'share', 'structured_threshold': 0.5}])
 def test_tp_chosen_by_a_target_is_the_smallest_that_reaches_it(overrides):
-  from autoflip_jax import accounting, masks  # noqa: PLC0415
+  from autoflip_jax import accounting  # noqa: PLC0415
   units, params, guidance, positions = _guided_cnn()
   config = tiny_config(**overrides)
   tp, reached = autoflip.choose_tp(guidance, params, config=config, units=units,
                                    positions=positions)
 
   def figure(t):
-    mask = masks.hybrid_mask(guidance, t, units,
-                             structured_threshold=config.structured_threshold)
+    mask = autoflip.mask_from_guidance(config, units, t)(guidance)
     if 'target_compression' in overrides:
       return accounting.total_params(params) / accounting.kept_params(mask)
     return (accounting.flops_per_example(params, mask, positions, 'structured')

@@ -75,14 +75,44 @@ def _context(config, units=(), earlier=(), seed=0):
 def test_control_sparsity_source():
   params = _params()  # 7 kernel weights
   key = jax.random.key(0)
-  kept, source = controls.target_kept(_context(tiny_config(control_sparsity=0.4)), params, key)
-  assert (kept, source) == (7 - 3, 'control_sparsity')
-  earlier = [{'algorithm': 'autoflip', 'seed': 1, 'kernel_kept': 6},
-             {'algorithm': 'autoflip', 'seed': 0, 'kernel_kept': 5}]
-  kept, source = controls.target_kept(_context(tiny_config(), earlier=earlier), params, key)
-  assert (kept, source) == (5, 'autoflip run')  # AutoFLIP's run of the same seed
-  kept, _ = controls.target_kept(_context(tiny_config(), earlier=earlier, seed=1), params, key)
-  assert kept == 6
+  target = lambda *a, **k: controls.target(_context(tiny_config(**k), *a), params, key)
+  assert target(control_sparsity=0.4) == (7 - 3, None, 'control_sparsity')
+  earlier = [{'algorithm': 'autoflip', 'seed': 1, 'kernel_kept': 6, 'units': {'a': '2/2'}},
+             {'algorithm': 'autoflip', 'seed': 0, 'kernel_kept': 5, 'units': {'a': '1/2'}}]
+  # AutoFLIP's run of the same seed: its kept count and its removed units per layer.
+  assert target((), earlier) == (5, {'a': 1}, 'autoflip run')
+  assert target((), earlier, 1) == (6, {'a': 0}, 'autoflip run')
+  assert target((), earlier, control_structure=False) == (5, None, 'autoflip run')
+
+
+def test_structured_controls_remove_autoflips_unit_count_per_layer_then_match_its_kernels():
+  config = tiny_config()
+  model, params = _tiny_params(config)
+  units = model.units()
+  removed = {u.name: (i + 1) * 2 for i, u in enumerate(units)}
+  for name in ('random', 'magnitude'):
+    within = controls.structured_unit_mask(params, units, removed, name, jax.random.key(3))
+    counts = masks.unit_counts(within, units)
+    assert {k: total - alive for k, (alive, total) in counts.items()} == removed
+    kept = controls.kernel_kept(within) // 2
+    mask = (controls.magnitude_mask(params, kept, within) if name == 'magnitude' else
+            controls.random_mask(params, kept, jax.random.key(4), within))
+    assert controls.kernel_kept(mask) == kept
+    # Only entries the structure kept, and every removed unit stays removed (bias included).
+    for m, w in zip(jax.tree.leaves(mask), jax.tree.leaves(within)):
+      assert not np.any(np.asarray(m) & ~np.asarray(w))
+      if np.ndim(m) == 1:
+        np.testing.assert_array_equal(m, w)
+  # magnitude removes the units of smallest L2 norm of their incoming θ0 weights.
+  within = controls.structured_unit_mask(params, units, removed, 'magnitude')
+  first = units[0]
+  kernel = np.asarray(params[first.kernel[0]][first.kernel[1]])
+  norms = np.sum(kernel.reshape(-1, kernel.shape[-1]) ** 2, axis=0)
+  gone = ~np.asarray(within[first.kernel[0]]['bias'])
+  assert gone.sum() == removed[first.name]
+  assert norms[gone].max() <= norms[~gone].min()
+  with pytest.raises(ValueError, match='cannot remove'):
+    controls.structured_unit_mask(params, units, {first.name: kernel.shape[-1]}, 'magnitude')
 
 
 @pytest.mark.parametrize('overrides, message', [

@@ -231,6 +231,33 @@ def test_structured_tp_removes_lowest_score_units():
     masks.structured_mask(_ones(), UNITS, structured_tp=0.5)
 
 
+def test_global_scope_cuts_every_unit_at_one_quantile_but_keeps_each_layers_best():
+  g = _tree(lambda s: np.zeros(s, np.float32))
+  g['conv0']['kernel'][..., :] = [0.1, 0.2]
+  g['conv1']['kernel'][..., :] = [0.3, 0.25, 0.8]
+  g['dense0']['kernel'][...] = [0.4, 0.9, 0.6, 0.7]
+  out = _np(masks.structured_mask(_ones(), UNITS, guidance=g, structured_tp=0.5,
+                                  scope='global'))
+  # The 9 scores' median is 0.4: conv0's .1 goes, its .2 (the layer's best) stays; conv1's .3
+  # and .25 go; dense0's .4 is not strictly below the cut and stays.
+  np.testing.assert_array_equal(out['conv0']['bias'], [False, True])
+  np.testing.assert_array_equal(out['conv1']['bias'], [False, False, True])
+  np.testing.assert_array_equal(out['dense0']['bias'], True)
+  with pytest.raises(ValueError, match='scope'):
+    masks.structured_mask(_ones(), UNITS, guidance=g, structured_tp=0.5, scope='model')
+
+
+def test_structured_quantile_follows_a_traced_tp():
+  g = masks.normalize(_tree(lambda s: np.asarray(
+      jax.random.uniform(jax.random.key(s[-1] + len(s)), s), np.float32)))
+  fn = jax.jit(lambda g, tp: masks.hybrid_mask(g, tp, UNITS, structured_tp=tp))
+  for tp in (0.3, 0.6):
+    for a, b in zip(jax.tree.leaves(_np(fn(g, tp))),
+                    jax.tree.leaves(_np(masks.hybrid_mask(g, tp, UNITS, structured_tp=tp)))):
+      np.testing.assert_array_equal(a, b)
+  assert np.sum(_np(fn(g, 0.6))['dense0']['bias']) < np.sum(_np(fn(g, 0.3))['dense0']['bias'])
+
+
 def test_hybrid_mask_jit_equals_eager():
   g = masks.normalize(_tree(lambda s: np.asarray(
       jax.random.uniform(jax.random.PRNGKey(sum(s)), s) ** 3)))

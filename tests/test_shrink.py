@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from autoflip_jax import accounting, masks, shrink
+from autoflip_jax import accounting, federated, masks, shrink
+from autoflip_jax import server as server_lib
 from autoflip_jax.models.cnn import CNN
 from tests.test_models_zoo import SMALL, example_input, random_params
 
@@ -206,3 +208,100 @@ def test_overlapping_unit_declarations_are_rejected():
   # The same params and mask with the model's own units shrink fine (to the same sizes).
   small = shrink.shrink(model, params, masks.ones_mask(params))
   assert jax.tree.map(np.shape, small.params) == jax.tree.map(np.shape, params)
+
+
+def _round_inputs(name, model, clients=2, steps=2, batch=3, variants=2):
+  """Two variants' params, masks (different units removed) and a shared cohort."""
+  x = example_input(name, batch=clients * steps * batch)
+  classes = 7 if name == 'lstm' else 5
+  y = np.random.default_rng(5).integers(0, classes, x.shape[0]).astype(np.int32)
+  data = federated.local.ClientData(
+      x.reshape((clients, steps, batch) + x.shape[1:]), y.reshape(clients, steps, batch),
+      np.ones((clients, steps, batch), bool))
+  params = [random_params(model, x[:1], seed=s) for s in range(variants)]
+  guidance = _guidance(params[0])
+  mask_list = [_mask(model, guidance, tp=0.2 + 0.1 * s, structured_tp=0.3 + 0.1 * s)
+               for s in range(variants)]
+  return data, params, mask_list
+
+
+@pytest.mark.parametrize('name', list(SMALL))
+def test_a_shrunk_round_equals_the_masked_full_round(name):
+  # Two rounds of two variants with different masks (the plan keeps the union of their units;
+  # one variant for the two slow-to-compile models) and FedAvgM on the server (its momentum is
+  # sliced and put back too). SGD on the clients: Adam's division by tiny second moments would
+  # turn float rounding into visible differences.
+  model, _ = SMALL[name]
+  k = 2 if name in ('cnn', 'lstm') else 1
+  data, params, mask_list = _round_inputs(name, model, variants=k)
+  tx = server_lib.make('momentum', learning_rate=0.5)
+  state = lambda: federated.ServerState(
+      federated.stack(params), federated.stack(mask_list), jnp.zeros((k,), jnp.int32),
+      federated.stack([server_lib.init(tx, p) for p in params]))
+  union = jax.tree.map(lambda *ms: np.any(ms, axis=0), *mask_list)
+  plan = shrink.plan(model, union)
+  assert plan.removes_any
+  kwargs = dict(num_variants=k, optimizer='sgd', local_epochs=1, server_tx=tx,
+                variants_per_chunk=1)
+  apply_fn = lambda p, x: model.apply({'params': p}, x)
+  full = federated.make_variant_round_fn(apply_fn, **kwargs)
+  small = federated.make_variant_round_fn(apply_fn, shrink_plan=plan, params_like=params[0],
+                                          **kwargs)
+  args = (data, jnp.array([6, 5]), jnp.array([0, 1]),
+          jnp.stack([jax.random.key(s) for s in range(k)]), jnp.float32(0.05), None)
+  want, _ = full(state(), *args)
+  want, want_m = full(want, *args)
+  got, _ = small(state(), *args)
+  got, got_m = small(got, *args)
+  close = lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4,
+                                                  atol=1e-5)
+  jax.tree.map(close, got.params, want.params)
+  jax.tree.map(close, got.server_opt, want.server_opt)
+  jax.tree.map(np.testing.assert_array_equal, got.mask, want.mask)
+  close(got_m.client_loss, want_m.client_loss)
+  np.testing.assert_array_equal(got.round, [2] * k)
+  with pytest.raises(ValueError, match='fixed mask'):
+    federated.make_variant_round_fn(apply_fn, shrink_plan=plan, params_like=params[0],
+                                    track_grad_sq=True, **kwargs)
+
+
+def test_take_and_put_invert_each_other_on_masked_trees():
+  model, _ = SMALL['resnet18']
+  x = example_input('resnet18')
+  params = random_params(model, x)
+  mask = _mask(model, _guidance(params), tp=0.3, structured_tp=0.4)
+  plan = shrink.plan(model, mask)
+  masked = _masked(params, mask)
+  small = shrink.take(masked, plan, params)
+  np.testing.assert_equal(jax.tree.map(np.shape, small),
+                          jax.tree.map(np.shape, shrink.shrink(model, params, mask).params))
+  back = shrink.put(jax.tree.map(jnp.asarray, small), masked, plan, params)
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), b), back, masked)
+
+
+def test_a_whole_run_on_shrunk_rounds_equals_masked_full_rounds(tmp_path):
+  """AutoFLIP (one fixed mask) and EFLPrune (a new mask after round 1): the same rows and final
+  models whether the rounds train the shrunk or the masked full model; one compiled round per
+  distinct shrunk shape."""
+  from autoflip_jax import train  # noqa: PLC0415
+  from tests.helpers import tiny_config  # noqa: PLC0415
+  from tests.test_variants import FLOATS, SMALL as RUN, _rows  # noqa: PLC0415
+  run = dict(RUN, algorithm='autoflip,eflprune', eflprune_interval=1, eflprune_steps=2)
+  made = []
+  make = federated.make_variant_round_fn
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(federated, 'make_variant_round_fn',
+                  lambda *a, **k: made.append((k['shrink_plan'], make(*a, **k))) or made[-1][1])
+    train.train_and_evaluate(tiny_config(**run), str(tmp_path / 'shrunk'))
+  train.train_and_evaluate(tiny_config(**run, shrunk_rounds=False), str(tmp_path / 'full'))
+  # AutoFLIP's mask and EFLPrune's two masks (before round 1, after round 1) each removed units.
+  assert len(made) == 3 and all(p is not None and fn._cache_size() == 1 for p, fn in made)
+  assert made[1][0].key != made[2][0].key
+  got, want = _rows(tmp_path / 'shrunk'), _rows(tmp_path / 'full')
+  assert len(got) == len(want) == 8
+  for g, w in zip(got, want):
+    assert {k: v for k, v in g.items() if k not in FLOATS} == {
+        k: v for k, v in w.items() if k not in FLOATS}
+    for k in FLOATS:
+      if w[k] is not None:
+        np.testing.assert_allclose(g[k], w[k], rtol=1e-4, atol=1e-5, err_msg=k)

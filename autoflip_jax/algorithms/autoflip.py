@@ -57,6 +57,11 @@ def check_config(config, names) -> None:
   check_choice(config, 'guidance_normalization', ('minmax', 'robust'))
   check_float(config, 'structured_threshold', 0.0, 1.0, True, False)
   check_float(config, 'structured_tp', 0.0, 1.0, False, True)
+  check_choice(config, 'structured_rule', STRUCTURED_RULES)
+  if config.structured_rule == 'share' and config.structured_tp > 0:
+    raise ValueError(f"config.structured_tp={config.structured_tp!r} with config.structured_rule="
+                     f"'share': the share rule does not score units by guidance; use "
+                     f"structured_rule='layer' or 'global' with it")
   if 'autoflip' in names and config.e_exp < 1:
     raise ValueError('config.e_exp=0 with algorithm autoflip: exploration needs at least one '
                      'epoch (with none, every guidance value is 0, all tie at the threshold and '
@@ -127,9 +132,7 @@ def choose_tp(guidance, params0, *, config, units, positions) -> tuple[float, fl
   Raises ValueError naming the target and the range Tp in [0, TP_MAX] can reach.
   """
   field, target = target_of(config)
-  build = jax.jit(lambda g, tp: masks.hybrid_mask(
-      g, tp, units, structured_threshold=config.structured_threshold,
-      structured_tp=config.structured_tp))
+  build = jax.jit(lambda g, tp: mask_from_guidance(config, units, tp)(g))
   total = accounting.total_params(params0)
   dense = accounting.flops_per_example(params0, None, positions, 'dense')
 
@@ -149,8 +152,9 @@ def choose_tp(guidance, params0, *, config, units, positions) -> tuple[float, fl
             'structured FLOPs per example from {:.3g} to {:.3g} of dense')
     raise ValueError(f'config.{field}={target!r} cannot be reached: Tp in [0, {TP_MAX}] gives '
                      f'{what.format(at_low, at_high)} with this guidance and structured rule '
-                     f'(structured_threshold={config.structured_threshold}, structured_tp='
-                     f'{config.structured_tp}); choose a target in that range')
+                     f'(structured_rule={config.structured_rule!r}, structured_threshold='
+                     f'{config.structured_threshold}, structured_tp={config.structured_tp}); '
+                     f'choose a target in that range')
   for _ in range(TP_STEPS):
     mid = (low + high) / 2
     value = figure(mid)
@@ -210,11 +214,28 @@ def server_guidance(config, sqdev, weights, rng):
                               config.guidance_aggregation, config.guidance_trim)
 
 
+STRUCTURED_RULES = ('layer', 'global', 'share')
+
+
+def structured_args(config, tp) -> dict:
+  """The structured stage's arguments of `masks.hybrid_mask` for the config's rule at `tp`.
+
+  `layer` / `global`: units scored by guidance, cut at the quantile `structured_tp`, or at Tp
+  itself when it is 0 (one threshold for both levels); `share`: by the pruned share alone.
+  Every rule also removes a unit once `structured_threshold` of its incoming weights is pruned.
+  """
+  rule = config.structured_rule
+  if rule == 'share':
+    return dict(structured_threshold=config.structured_threshold, structured_tp=None)
+  quantile = config.structured_tp if config.structured_tp > 0 else tp
+  return dict(structured_threshold=config.structured_threshold, structured_tp=quantile,
+              scope=rule)
+
+
 def mask_from_guidance(config, units, tp: float):
   """`guidance -> hybrid mask` at threshold `tp` with the config's structured rule."""
-  return functools.partial(
-      masks.hybrid_mask, tp=tp, units=units, structured_threshold=config.structured_threshold,
-      structured_tp=config.structured_tp)
+  return functools.partial(masks.hybrid_mask, tp=tp, units=units,
+                           **structured_args(config, tp))
 
 
 def kernel_kept(mask) -> int:

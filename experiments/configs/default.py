@@ -70,8 +70,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.guidance_normalization = 'minmax'  # or 'robust'
   config.guidance_weighted = False  # example-weighted mean of explorers (reference: plain mean)
   config.guidance_per_round = False  # rebuild the mask each round from the cohort's explorations
-  config.structured_threshold = 1.0  # remove a unit once this share of its inputs is pruned
-  config.structured_tp = 0.0        # also remove units below this quantile of unit guidance
+  # Structured stage (docs/structured.md): a unit's score is the mean guidance of its incoming
+  # weights. 'layer': units scored below the structured quantile of their layer are removed;
+  # 'global': below the quantile over every unit of the model (a layer's best unit stays);
+  # 'share': only by the share of pruned incoming weights (structured_threshold), the rule
+  # before issue 14, which at 1.0 removes almost nothing.
+  config.structured_rule = 'layer'
+  config.structured_tp = 0.0        # the structured quantile; 0 = Tp itself (one threshold)
+  config.structured_threshold = 1.0  # every rule: also remove a unit once this share of its
+                                     # incoming weights is pruned
   # Tp chosen by a target instead of config.tp (0 = off; not with tp_sweep): the smallest Tp
   # whose mask gives at least this compression (total / kept parameters), or at most this
   # fraction of the dense model's FLOPs per example after structured removal. Found from the
@@ -110,6 +117,9 @@ def get_config() -> ml_collections.ConfigDict:
   # random / magnitude controls: kernel sparsity; 0 = exactly AutoFLIP's kept kernel count
   # (from the autoflip run earlier in the list, else from running its exploration).
   config.control_sparsity = 0.0
+  # ... and with control_sparsity = 0, first the same number of units removed per layer as
+  # AutoFLIP's mask (random units / smallest-norm units of θ0), so their structured FLOPs match.
+  config.control_structure = True
   # PruneFL: reconfigure every this many rounds (theirs 50; ours shorter for short runs), and
   # during initial pruning after this many passes over the sample.
   config.prunefl_interval = 5
@@ -120,6 +130,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.eflprune_rate = 0.5
   config.eflprune_interval = 5
   config.eflprune_steps = 3
+
+  # Rounds whose mask is fixed (AutoFLIP without per-round guidance, the controls, EFLPrune and
+  # PruneFL between reconfigurations) train the physically smaller model (`shrink.py`): the
+  # units every variant removed are sliced away, so the clients' compute really drops; equal to
+  # masked full-model training up to float rounding. Off under DP noise and for PruneFL (it
+  # reads the pruned weights' gradients). False: always the masked full model.
+  config.shrunk_rounds = True
 
   # Engine: the cohort (and the explorers) are trained in chunks of this many clients (vmap
   # inside a chunk, a scan over chunks), all in one program. 0 = auto: one client at a time on a
