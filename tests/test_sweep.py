@@ -37,3 +37,25 @@ def test_sweep_runs_every_point_and_plots(tmp_path):
   for name in ('tp=0.2_e_exp=1_c_exp=1', 'tp=0.6_e_exp=1_c_exp=1', 'fedavg'):
     assert (tmp_path / name / 'metrics.jsonl').exists()
   assert (tmp_path / 'tp_tradeoff.png').stat().st_size > 10_000
+
+
+def test_pareto_puts_autoflip_and_its_structured_controls_at_equal_flops(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.pareto', '--config=experiments/configs/default.py',
+       f'--workdir={tmp_path}', '--tp=0.4', '--last=1', '--config.e_exp=1', *TINY], cwd=ROOT,
+      env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = json.loads((tmp_path / 'pareto.json').read_text())
+  assert [(r['algorithm'], r['tp']) for r in rows] == [
+      ('fedavg', None), ('autoflip', 0.4), ('random', 0.4), ('magnitude', 0.4)]
+  flops = {r['algorithm']: r['flops_fraction'] for r in rows}
+  assert flops['fedavg'] == 1.0 and flops['autoflip'] < 0.9
+  # The controls remove as many units per layer as AutoFLIP: about the same structured FLOPs.
+  for control in ('random', 'magnitude'):
+    assert abs(flops[control] - flops['autoflip']) < 0.05, flops
+  summary = json.loads((tmp_path / 'tp0.4' / 'summary.json').read_text())
+  units = {r['algorithm']: r['units'] for r in summary['rows']}
+  assert units['random'] == units['magnitude'] == units['autoflip']
+  assert os.path.getsize(tmp_path / 'pareto.png') > 10_000
+  assert '| autoflip | 0.4 | 1 |' in proc.stdout

@@ -1,0 +1,130 @@
+"""Accuracy against structured FLOPs over Tp: AutoFLIP and its controls at equal structure.
+
+For every Tp of `--tp`, one sub-workdir `tp<Tp>` runs AutoFLIP and the random and magnitude
+controls (`config.control_structure`: the same units removed per layer, then the same kept kernel
+count) on the config's seeds (`--config.seeds=0,1,2`); FedAvg runs once (`fedavg/`) as the
+dense reference. Each point is the mean ± std over seeds of the final test accuracy and of the
+mean accuracy over the last `--last` rounds, at the mean structured FLOPs per example (a fraction
+of dense). Writes `pareto.json` and `pareto.png` (accuracy against structured FLOPs, error bars
+over seeds) and prints the table. Rerunning resumes: finished points are read back.
+
+  python -m experiments.pareto --config=experiments/configs/default.py --workdir=runs/pareto \
+      --config.seeds=0,1,2 --tp=0.2,0.3,0.4
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import statistics
+
+from absl import app
+from absl import flags
+from absl import logging
+import matplotlib
+from ml_collections import config_flags
+
+from autoflip_jax import config_checks, console, train
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Base experiment config file.',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory holding one sub-workdir per Tp.')
+_TP = flags.DEFINE_list('tp', ['0.2', '0.3', '0.4'], 'Tp values.')
+_LAST = flags.DEFINE_integer('last', 10, 'Rounds at the end whose mean accuracy is reported.')
+flags.mark_flags_as_required(['config', 'workdir'])
+ALGORITHMS = ('autoflip', 'random', 'magnitude')
+
+
+def _std(values):
+  return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def points(workdir: str, tp: float | None, last: int) -> list[dict]:
+  """One point per algorithm of a finished sub-workdir: mean ± std over seeds."""
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    rows = [json.loads(line) for line in f]
+  runs = collections.defaultdict(list)
+  for r in rows:
+    runs[(r['algorithm'], r['seed'])].append(r)
+  out = []
+  for name in dict.fromkeys(a for a, _ in runs):
+    final, tail, flops = [], [], []
+    for (a, _), rs in runs.items():
+      if a != name:
+        continue
+      rs = sorted(rs, key=lambda r: r['round'])
+      final.append(rs[-1]['test_accuracy'])
+      tail.append(statistics.fmean(r['test_accuracy'] for r in rs[-last:]))
+      flops.append(rs[-1]['flops_structured'] / rs[-1]['flops_dense'])
+    out.append(dict(algorithm=name, tp=tp, seeds=len(final),
+                    final_mean=statistics.fmean(final), final_std=_std(final),
+                    last_mean=statistics.fmean(tail), last_std=_std(tail),
+                    flops_fraction=statistics.fmean(flops)))
+  return out
+
+
+def plot(rows: list[dict], out_dir: str, last: int) -> str:
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  for ax, key, title in ((axes[0], 'final', 'final round'),
+                         (axes[1], 'last', f'mean of the last {last} rounds')):
+    for name in dict.fromkeys(r['algorithm'] for r in rows):
+      pts = sorted((r for r in rows if r['algorithm'] == name), key=lambda r: r['flops_fraction'])
+      ax.errorbar([r['flops_fraction'] for r in pts], [r[f'{key}_mean'] for r in pts],
+                  yerr=[r[f'{key}_std'] for r in pts], fmt='o-' if len(pts) > 1 else 's',
+                  capsize=3, label=name)
+    ax.set_xlabel('structured FLOPs per example (fraction of dense)')
+    ax.set_ylabel('test accuracy')
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+  axes[0].legend()
+  fig.tight_layout()
+  path = os.path.join(out_dir, 'pareto.png')
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  base = _CONFIG.value
+  tps = [float(t) for t in _TP.value]
+  configs = []
+  for tp in tps:  # every point validated before any runs
+    config = base.copy_and_resolve_references()
+    config.algorithm = ','.join(ALGORITHMS)
+    config.tp = tp
+    config.control_structure = True
+    config.control_sparsity = 0.0
+    config_checks.validate_config(config)
+    configs.append(config)
+  reference = base.copy_and_resolve_references()
+  reference.algorithm = 'fedavg'
+  console.setup_console(_WORKDIR.value)
+  rows = []
+  fedavg_dir = os.path.join(_WORKDIR.value, 'fedavg')
+  train.train_and_evaluate(reference, fedavg_dir)
+  rows += points(fedavg_dir, None, _LAST.value)
+  for tp, config in zip(tps, configs):
+    logging.info('Tp %g', tp)
+    sub = os.path.join(_WORKDIR.value, f'tp{tp:g}')
+    train.train_and_evaluate(config, sub)
+    rows += points(sub, tp, _LAST.value)
+  with open(os.path.join(_WORKDIR.value, 'pareto.json'), 'w') as f:
+    json.dump(rows, f, indent=2)
+  logging.info('wrote %s', plot(rows, _WORKDIR.value, _LAST.value))
+  print(f"| algorithm | Tp | seeds | structured FLOPs | final acc | mean acc, last {_LAST.value} |")
+  print('|---|---|---|---|---|---|')
+  for r in rows:
+    tp = '' if r['tp'] is None else f"{r['tp']:g}"
+    print(f"| {r['algorithm']} | {tp} | {r['seeds']} | {r['flops_fraction']:.3f} | "
+          f"{r['final_mean']:.4f} ± {r['final_std']:.4f} | "
+          f"{r['last_mean']:.4f} ± {r['last_std']:.4f} |")
+
+
+if __name__ == '__main__':
+  app.run(main)
