@@ -28,6 +28,7 @@ saves together.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -212,26 +213,38 @@ def run_algorithm(setup: setup_lib.Setup, algorithm: Algorithm, *,
   algo = sharding.replicate(state.algo, setup.mesh)
   ledgers = list(state.ledgers)
   round_fns = {}
+  per_variant_data = len(_by_seed(variants)) > 1
 
-  def round_fn_for(plan):
+  def round_fn_for(plan, num_variants=k):
     """The jitted round for a shrinking plan (None: the full model), compiled once per shape."""
-    key = None if plan is None else plan.key
+    key = (None if plan is None else plan.key, num_variants)
     if key not in round_fns:
       if plan is not None:
         logging.info('[%s] rounds run the shrunk model: %s', checkpoint_name(algorithm, setup),
                      ', '.join(f'{n} {len(i)}' for n, i in plan.kept.items()))
       round_fns[key] = federated.make_variant_round_fn(
-          setup.apply_fn, num_variants=k, optimizer=config.optimizer,
+          setup.apply_fn, num_variants=num_variants, optimizer=config.optimizer,
           local_epochs=config.local_epochs, mask_fn=algorithm.round_mask,
           clients_per_chunk=setup.clients_per_chunk, track_grad_sq=algorithm.track_grad_sq,
-          per_variant_data=len(_by_seed(variants)) > 1,
-          variants_per_chunk=setup.variants_per_chunk, server_tx=setup.server_tx,
-          dp_clip=float(config.dp.clip), dp_noise=float(config.dp.noise_multiplier),
-          shrink_plan=plan, params_like=setup.params_like)
+          per_variant_data=per_variant_data, variants_per_chunk=setup.variants_per_chunk,
+          server_tx=setup.server_tx, dp_clip=float(config.dp.clip),
+          dp_noise=float(config.dp.noise_multiplier), shrink_plan=plan,
+          params_like=setup.params_like)
     return round_fns[key]
 
-  shrinks = runs_shrunk(config, algorithm)
-  round_fn = round_fn_for(shrink_plan(setup, server.mask) if shrinks else None)
+  def make_round(mask):
+    """The round for these masks: one program for every variant (the shrunk model of the
+    units all of them removed), or, on the CPU layout where variants run one after another
+    anyway, one program per variant with its own shrunk model (`split_round`)."""
+    if not runs_shrunk(config, algorithm):
+      return round_fn_for(None)
+    if k > 1 and setup.variants_per_chunk == 1 and setup.mesh is None:
+      plans = [shrink_plan(setup, jax.tree.map(lambda m: m[i:i + 1], mask)) for i in range(k)]
+      return functools.partial(split_round, [round_fn_for(p, 1) for p in plans],
+                               per_variant_data)
+    return round_fn_for(shrink_plan(setup, mask))
+
+  round_fn = make_round(server.mask)
   train_rngs = sharding.replicate(
       jnp.stack([jax.random.fold_in(jax.random.key(v.seed), 1) for v in variants]), setup.mesh)
   params_like = setup.params_like
@@ -265,8 +278,8 @@ def run_algorithm(setup: setup_lib.Setup, algorithm: Algorithm, *,
     new_masks = [None] * k
     if algorithm.update is not None:
       server, algo, new_masks = _update(algorithm, r, server, algo, met, setup.mesh)
-      if shrinks and any(m is not None for m in new_masks):
-        round_fn = round_fn_for(shrink_plan(setup, server.mask))
+      if any(m is not None for m in new_masks):
+        round_fn = make_round(server.mask)
     for i, v in enumerate(variants):
       t1 = time.time()
       up, down = traffic[i]
@@ -305,6 +318,18 @@ def runs_shrunk(config, algorithm: Algorithm) -> bool:
   that equals masked full-model training (`federated.make_variant_round_fn`)."""
   return bool(config.shrunk_rounds and algorithm.round_mask is None
               and not algorithm.track_grad_sq and config.dp.noise_multiplier <= 0)
+
+
+def split_round(fns: Sequence, per_variant_data: bool, server: federated.ServerState, data,
+                num_examples, client_ids, rngs, learning_rate, aux):
+  """A variant round as one program per variant (`fns[i]`, one variant each), restacked."""
+  outs = []
+  for i, fn in enumerate(fns):
+    one = lambda t: jax.tree.map(lambda a: a[i:i + 1], t)
+    cohort = (data, num_examples, client_ids)
+    outs.append(fn(one(server), *(one(cohort) if per_variant_data else cohort), rngs[i:i + 1],
+                   learning_rate, None if aux is None else one(aux)))
+  return jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs)
 
 
 def shrink_plan(setup: setup_lib.Setup, stacked_mask: PyTree) -> shrink.Plan | None:
