@@ -35,6 +35,10 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Base experiment confi
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory holding one sub-workdir per Tp.')
 _TP = flags.DEFINE_list('tp', ['0.2', '0.3', '0.4'], 'Tp values.')
 _LAST = flags.DEFINE_integer('last', 10, 'Rounds at the end whose mean accuracy is reported.')
+_REUSE = flags.DEFINE_string(
+    'reuse', '', 'A finished workdir of the same config (e.g. experiments.compare with the same '
+    'seeds) whose FedAvg and config.tp rows stand for the points it holds; checked field by '
+    'field, `algorithm` and `target_accuracy` aside.')
 flags.mark_flags_as_required(['config', 'workdir'])
 ALGORITHMS = ('autoflip', 'random', 'magnitude')
 
@@ -65,6 +69,18 @@ def points(workdir: str, tp: float | None, last: int) -> list[dict]:
                     last_mean=statistics.fmean(tail), last_std=_std(tail),
                     flops_fraction=statistics.fmean(flops)))
   return out
+
+
+def _same_config(workdir: str, config) -> bool:
+  """Whether `workdir` ran `config` (every field but the algorithm list and compare's target)."""
+  path = os.path.join(workdir, 'summary.json')
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    saved = json.load(f)['config']
+  mine = json.loads(json.dumps(config.to_dict(), default=str))
+  drop = lambda d: {k: v for k, v in d.items() if k not in ('algorithm', 'target_accuracy')}
+  return drop(saved) == drop(mine)
 
 
 def plot(rows: list[dict], out_dir: str, last: int) -> str:
@@ -105,11 +121,25 @@ def main(argv):
   reference = base.copy_and_resolve_references()
   reference.algorithm = 'fedavg'
   console.setup_console(_WORKDIR.value)
+  reuse = None
+  if _REUSE.value:
+    if not _same_config(_REUSE.value, base):
+      raise app.UsageError(f'--reuse={_REUSE.value} did not run this config (its summary.json '
+                           f'differs in a field other than algorithm)')
+    reuse = [r for r in points(_REUSE.value, base.tp, _LAST.value)
+             if r['algorithm'] in ('fedavg',) + ALGORITHMS]
+    logging.info('reusing %s from %s', [r['algorithm'] for r in reuse], _REUSE.value)
   rows = []
-  fedavg_dir = os.path.join(_WORKDIR.value, 'fedavg')
-  train.train_and_evaluate(reference, fedavg_dir)
-  rows += points(fedavg_dir, None, _LAST.value)
+  if reuse and any(r['algorithm'] == 'fedavg' for r in reuse):
+    rows += [dict(r, tp=None) for r in reuse if r['algorithm'] == 'fedavg']
+  else:
+    fedavg_dir = os.path.join(_WORKDIR.value, 'fedavg')
+    train.train_and_evaluate(reference, fedavg_dir)
+    rows += points(fedavg_dir, None, _LAST.value)
   for tp, config in zip(tps, configs):
+    if reuse and tp == base.tp and {r['algorithm'] for r in reuse} >= set(ALGORITHMS):
+      rows += [r for r in reuse if r['algorithm'] in ALGORITHMS]
+      continue
     logging.info('Tp %g', tp)
     sub = os.path.join(_WORKDIR.value, f'tp{tp:g}')
     train.train_and_evaluate(config, sub)
