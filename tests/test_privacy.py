@@ -4,6 +4,8 @@ the ε fields of a run."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import dp_accounting
 from dp_accounting import rdp
@@ -167,11 +169,21 @@ def test_defaults_validate():
 
 # --- a private run -----------------------------------------------------------------------------
 
-def test_private_run_reports_epsilon(tmp_path):
+def test_private_run_reports_epsilon_and_resumes_bit_identically(tmp_path):
   config = tiny_config(**{'algorithm': 'autoflip', 'num_rounds': 2, 'dp.clip': 1.0,
                           'dp.noise_multiplier': 1.0, 'dp.exploration_clip': 1.0,
-                          'dp.exploration_noise': 2.0})
+                          'dp.exploration_noise': 2.0, 'checkpoint_every': 1})
   rows = train.train_and_evaluate(config, str(tmp_path))
+  # Lose round 2's checkpoint and the run's end: the rerun redoes round 2 from round 1's
+  # checkpoint, with the same noise (its key follows the round), to the same rows.
+  copy = tmp_path / 'copy'
+  shutil.copytree(tmp_path, copy, ignore=shutil.ignore_patterns('copy'))
+  os.remove(copy / 'progress.json')
+  shutil.rmtree(copy / 'checkpoints' / 'autoflip' / '2')
+  strip = lambda path: [{k: v for k, v in json.loads(line).items() if k != 'round_seconds'}
+                        for line in open(path)]
+  assert train.train_and_evaluate(config, str(copy)) == rows
+  assert strip(copy / 'metrics.jsonl') == strip(tmp_path / 'metrics.jsonl')
   q = config.clients_per_round / config.num_clients
   with open(tmp_path / 'metrics.jsonl') as f:
     metrics = [json.loads(line) for line in f]
