@@ -67,7 +67,12 @@ def test_bytes_follow_the_encoding(run):
   assert auto[0]['bytes_up'] == auto[0]['bytes_down'] == explorers * total * 4
   kept = auto[1]['kept_params']
   assert auto[1]['bytes_up'] == per_round * kept * 4
-  assert auto[1]['bytes_down'] == per_round * (kept * 4 + accounting.mask_bitmap_bytes(total))
+  # The mask removed units: it travels as one bit per unit (4 + 8 + 16 of them) and a bitmap
+  # over the shrunk model's parameters, cheaper than a bitmap over all of them.
+  shrunk = auto[1]['shrunk_params']
+  assert kept < shrunk < total and auto[1]['units_total'] == 4 + 8 + 16
+  assert auto[1]['bytes_down'] == per_round * (kept * 4 + math.ceil(28 / 8) + math.ceil(shrunk / 8))
+  assert math.ceil(28 / 8) + math.ceil(shrunk / 8) < accounting.mask_bitmap_bytes(total)
   assert auto[2]['bytes_down'] == per_round * kept * 4  # the mask is sent once
   assert auto[-1]['cum_bytes_up'] == sum(r['bytes_up'] for r in auto)
 
@@ -95,8 +100,9 @@ def test_guidance_per_round_sends_the_mask_every_round(tmp_path):
   rows = _rows(tmp_path)
   total = rows[0]['total_params']
   for r in rows[1:]:
-    assert r['bytes_down'] == config.clients_per_round * (
-        r['kept_params'] * 4 + accounting.mask_bitmap_bytes(total))
+    mask = accounting.mask_bytes(r['kept_params'], total, r['shrunk_params'], r['units_total'])
+    assert mask[0] > 0
+    assert r['bytes_down'] == config.clients_per_round * (r['kept_params'] * 4 + mask[0])
 
 
 def test_diverging_run_stops_with_round_and_clients_named(tmp_path):
