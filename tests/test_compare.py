@@ -97,10 +97,14 @@ def test_controls_keep_autoflips_kernel_count_on_the_same_model(run):
     assert row['kernel_kept'] == auto['kernel_kept']
     assert row['sparsity_source'] == 'autoflip run'
     assert row['total_params'] == auto['total_params']
-    # Every bias and other non-kernel parameter is kept.
+    # As many units removed per layer as AutoFLIP (`control_structure`), so the same biases go
+    # with them: every other bias is kept, and the kept totals agree.
+    assert row['units'] == auto['units'] and row['units'] != {
+        k: f"{v.split('/')[1]}/{v.split('/')[1]}" for k, v in auto['units'].items()}
     params = models.get_model(config, 10).init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
     non_kernel = row['total_params'] - controls.kernel_count(params['params'])
-    assert row['kept_params'] == row['kernel_kept'] + non_kernel
+    removed = sum(int(v.split('/')[1]) - int(v.split('/')[0]) for v in row['units'].values())
+    assert row['kept_params'] == row['kernel_kept'] + non_kernel - removed == auto['kept_params']
 
 
 def test_command_line_prints_the_table_and_checks_the_target(run, tmp_path):
