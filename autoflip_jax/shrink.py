@@ -18,6 +18,13 @@ see 0, so c and h stay 0; a GroupNorm keeps normalising over the original groups
 `layers.GroupNorm`), so its consumers' input slices only ever multiply zeros and go with it. The
 mask's structured rule makes every removed unit dead; a mask with no dead unit shrinks to the
 same sizes. Unstructured zeros inside the kept units stay in `params` (and `mask`).
+
+Training on it. `plan(model, mask)` records the shrinking without touching params: the smaller
+model and, for every parameter, the positions kept on each of its unit axes. `take` slices any
+params-shaped tree with it (params, a mask, an optax state's moments; with leading variant axes)
+and `put` puts a smaller tree back in zeros shaped like the full one. The federated round uses
+them inside its one jitted program (`federated.make_variant_round_fn(shrink_plan=...)`): the
+clients train the smaller model, the server state keeps the full shapes (docs/structured.md).
 """
 
 from __future__ import annotations

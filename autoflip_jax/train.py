@@ -14,6 +14,11 @@ per threshold to AutoFLIP (one exploration per seed, one mask per Tp; rows named
 program on a CPU), share one checkpoint and resume together. A variant's rows equal a separate
 run with that seed and threshold (tests/test_variants.py).
 
+Rounds whose mask is fixed train the physically smaller model (`config.shrunk_rounds`,
+`runs_shrunk`): the round is compiled for the `shrink.plan` of the mask (one program per distinct
+shrunk shape; on the CPU layout one per variant, `split_round`) and equals masked full-model
+training up to float rounding.
+
 The state that travels from round to round is a `RunState`: the server state and the
 algorithm's own arrays (leading variant axis, on the device) and one `logbook.Ledger` of
 running totals per variant (host). A checkpoint holds all of it, so a rerun of the same command
