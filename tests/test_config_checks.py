@@ -38,6 +38,8 @@ def no_data(monkeypatch):
     ('optimizer', 'adamw', "config.optimizer='adamw'"),
     ('guidance_normalization', 'zscore', "config.guidance_normalization='zscore'"),
     ('structured_threshold', 0.0, 'config.structured_threshold=0.0'),
+    ('structured_rule', 'layers', "config.structured_rule='layers'"),
+    ('structured_tp', 1.0, 'config.structured_tp=1.0 must be a number in [0.0, 1.0)'),
     ('guidance_per_round', True, 'config.guidance_per_round=True needs config.c_exp=1.0'),
 ])
 def test_bad_config_is_rejected_before_compiling(no_data, tmp_path, field, value, message):
@@ -91,3 +93,11 @@ def test_fedavg_alone_accepts_e_exp_zero(tmp_path):
   """e_exp=0 is only an error when AutoFLIP has to explore."""
   from autoflip_jax.config_checks import validate_config
   validate_config(tiny_config(algorithm='fedavg', e_exp=0))
+
+
+def test_share_rule_takes_no_structured_quantile():
+  from autoflip_jax.config_checks import validate_config  # noqa: PLC0415
+  with pytest.raises(ValueError, match="config.structured_tp=0.3 with config.structured_rule="
+                                       "'share'"):
+    validate_config(tiny_config(structured_rule='share', structured_tp=0.3))
+  validate_config(tiny_config(structured_rule='global', structured_tp=0.3))

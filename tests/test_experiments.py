@@ -1,0 +1,53 @@
+"""The experiment scripts beside the sweep: the Pareto over Tp and the robustness grid, each run
+as a user runs it (a subprocess on the tiny config)."""
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.test_sweep import ROOT, TINY
+
+
+def test_pareto_puts_autoflip_and_its_structured_controls_at_equal_flops(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT, JAX_DISABLE_MOST_OPTIMIZATIONS='1')
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.pareto', '--config=experiments/configs/default.py',
+       f'--workdir={tmp_path}', '--tp=0.4', '--last=1', '--config.e_exp=1', *TINY], cwd=ROOT,
+      env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = json.loads((tmp_path / 'pareto.json').read_text())
+  assert [(r['algorithm'], r['tp']) for r in rows] == [
+      ('fedavg', None), ('autoflip', 0.4), ('random', 0.4), ('magnitude', 0.4)]
+  flops = {r['algorithm']: r['flops_fraction'] for r in rows}
+  assert flops['fedavg'] == 1.0 and flops['autoflip'] < 0.9
+  # The controls remove as many units per layer as AutoFLIP: about the same structured FLOPs.
+  for control in ('random', 'magnitude'):
+    assert abs(flops[control] - flops['autoflip']) < 0.05, flops
+  summary = json.loads((tmp_path / 'tp0.4' / 'summary.json').read_text())
+  units = {r['algorithm']: r['units'] for r in summary['rows']}
+  assert units['random'] == units['magnitude'] == units['autoflip']
+  assert os.path.getsize(tmp_path / 'pareto.png') > 10_000
+  assert '| autoflip | 0.4 | 1 |' in proc.stdout
+
+
+def test_robustness_grid_scores_every_mask_against_the_clean_one(tmp_path):
+  from autoflip_jax import privacy  # noqa: PLC0415
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT, JAX_DISABLE_MOST_OPTIMIZATIONS='1')
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.robustness', '--config=experiments/configs/default.py',
+       f'--workdir={tmp_path}', '--jaccard_only', '--fractions=0.5', '--aggregations=median',
+       '--exploration_noise=1', '--training_noise=2', '--config.e_exp=1', *TINY], cwd=ROOT,
+      env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = json.loads((tmp_path / 'robustness.json').read_text())['rows']
+  assert [r['grid'] for r in rows] == ['attack', 'private_exploration', 'private_training']
+  attacked, private, training = rows
+  assert (attacked['aggregation'], attacked['attack_fraction']) == ('median', 0.5)
+  # Half the explorers inverting their reports moves the median's mask away from the clean
+  # mean's mask and from the unattacked median's.
+  assert attacked['jaccard'] < 1.0 and attacked['jaccard_same_aggregation'] < 1.0
+  assert private['epsilon'] == privacy.exploration_epsilon(1.0, 1e-5)
+  # DP-FedAvg leaves the mask alone (Jaccard 1) and has its own ε.
+  assert training['jaccard'] == 1.0 and training['epsilon'] > 0
+  assert all(r['test_accuracy'] is None for r in rows)  # --jaccard_only: no training runs
