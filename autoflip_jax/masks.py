@@ -17,7 +17,8 @@ The hybrid rule, in two stages:
    `structured_threshold` (1.0: only units with every incoming weight pruned; for an LSTM unit the
    incoming weights are its four gate columns in the input and the recurrent kernel), or, when
    `structured_tp > 0`, also when its mean guidance is below the `structured_tp`-quantile of the
-   unit scores of its layer. Removing a unit prunes its incoming kernel slice, its bias (and any
+   unit scores of its layer (`scope='layer'`, the default rule: `algorithms/autoflip.py` passes
+   Tp itself) or of every unit of the model (`scope='global'`). Removing a unit prunes its incoming kernel slice, its bias (and any
    other per-unit parameter) and the matching input slice of every consumer layer, so a shrunk
    dense model can drop it physically. Units are processed in declaration order (input to output),
    so a unit left without live inputs by an earlier removal is itself removed. The classifier's
