@@ -10,7 +10,11 @@ Part 1 also times our round in the other layout (`ours_vmap` or `ours_1by1`, see
 `federated.resolve_chunk`). Part 2, `--cohorts`: our CNN round for cohorts of 10, 100, 1,000
 clients, trained in chunks of each of `--cohort_chunks` clients (a scan over vmapped chunks):
 time, compile time and XLA's memory figure, next to the memory the same cohort would need in one
-vmap (compiled, not run).
+vmap (compiled, not run). Part 3, `--reference`: FedAvg's round of a real job (default: the
+reference code's MNIST protocol, `mnist_paper.py`: 5 clients x 200 examples x 5 epochs, B = 350
+capped at the largest client), its achieved FLOP/s (3 x the forward FLOPs per example, counted by
+`accounting.flops_per_example`, x examples x epochs, over the round's seconds) beside the
+machine's matmul peak measured in the same run (a square float32 matmul, best of several).
 
 Each way is compiled ahead of time (`jit(...).lower(...).compile()`), so compile time and run time
 are separate; run time is the median of `--repeats` calls, the ways timed in turns
@@ -18,7 +22,8 @@ are separate; run time is the median of `--repeats` calls, the ways timed in tur
 (`compiled.memory_analysis()`: arguments + temporaries + outputs not aliased to arguments), the
 same figure on CPU, GPU and TPU; on a GPU also the allocator's peak. The last line is one JSON
 object (`round_vs_loop_speedup` = loop time / ours, `round_vs_central_ratio` = ours / central,
-for the first model).
+for the first model; `reference_gflops`, `matmul_peak_gflops` and their ratio
+`reference_fraction_of_peak` from part 3).
 
   JAX_PLATFORMS=cpu python -m benchmarks.round_throughput
   python -m benchmarks.round_throughput --models=cnn --clients=50 --cohorts=   # GPU, 50 clients
@@ -37,7 +42,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from autoflip_jax import federated, local, masks, models
+from ml_collections import config_flags
+
+from autoflip_jax import accounting, config_checks, federated, local, masks, models, schedule
+from autoflip_jax import server as server_lib
+from autoflip_jax import setup as setup_lib
 from benchmarks import timing
 
 _MODELS = flags.DEFINE_list('models', ['cnn', 'lstm'], 'Models for part 1 (cnn, lstm).')
@@ -57,6 +66,10 @@ _COHORT_CHUNKS = flags.DEFINE_list('cohort_chunks', ['1', '50'],
                                    'Clients per chunk in part 2, each timed.')
 _COHORT_STEPS = flags.DEFINE_integer('cohort_steps', 1, 'Local steps per client in part 2.')
 _COHORT_BATCH = flags.DEFINE_integer('cohort_batch', 16, 'Batch size in part 2.')
+_REFERENCE = flags.DEFINE_bool('reference', True, 'Part 3: the real job of --config, FedAvg.')
+_CONFIG = config_flags.DEFINE_config_file('config', 'experiments/configs/mnist_paper.py',
+                                          'The job of part 3.')
+_MATMUL = flags.DEFINE_integer('matmul', 2048, 'Side of the square matmul that measures the peak.')
 
 MIB = 2 ** 20
 
@@ -195,10 +208,65 @@ def cohort_scaling() -> list[dict]:
   return rows
 
 
+def matmul_peak(n: int, repeats: int = 10) -> float:
+  """GFLOP/s of the best of `repeats` float32 [n, n] x [n, n] matmuls: the machine's limit."""
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  f = jax.jit(lambda a: a @ a).lower(a).compile()
+  f(a).block_until_ready()
+  best = float('inf')
+  for _ in range(repeats):
+    start = time.perf_counter()
+    f(a).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * n ** 3 / best / 1e9
+
+
+def reference_round() -> dict:
+  """Part 3: FedAvg's round of the real job of --config, its FLOP/s and the matmul peak."""
+  config = _CONFIG.value
+  config_checks.validate_config(config)
+  setup = setup_lib.resolve(config)
+  params0 = setup.params0(0)
+  ids = schedule.sample_clients(0, 1, config.num_clients, config.clients_per_round)
+  data, n = setup.pack(ids)
+  mask = masks.ones_mask(params0)
+  fn = federated.make_variant_round_fn(
+      setup.apply_fn, num_variants=1, optimizer=config.optimizer,
+      local_epochs=config.local_epochs, clients_per_chunk=setup.clients_per_chunk,
+      variants_per_chunk=setup.variants_per_chunk, server_tx=setup.server_tx)
+
+  def state():  # a fresh one per call: the round donates it
+    return federated.ServerState(
+        federated.stack([params0]), federated.stack([mask]), jnp.zeros((1,), jnp.int32),
+        federated.stack([server_lib.init(setup.server_tx, params0)]))
+
+  args = (data, n, ids, jnp.stack([jax.random.key(0)]), jnp.float32(config.learning_rate), None)
+  compiled, compile_s = aot(fn, state(), *args)
+  seconds = timing.time_interleaved({'round': lambda: compiled(state(), *args)},
+                                    _REPEATS.value)['round']
+  forward = accounting.flops_per_example(params0, None, setup.positions, 'dense')
+  examples = int(np.sum(n)) * config.local_epochs
+  flops = 3 * forward * examples
+  peak = matmul_peak(_MATMUL.value)
+  gflops = flops / seconds / 1e9
+  print(f'\nreference round ({config.model}, {config.data.name}): {len(ids)} clients, '
+        f'{int(np.sum(n))} examples x {config.local_epochs} epochs, batch {data.y.shape[-1]} '
+        f'(config {config.batch_size}), {data.y.shape[-2]} step(s) an epoch')
+  print(f'  {seconds:.3f} s/round  {flops:.3g} FLOPs (3 x {forward:,} per example x {examples:,})'
+        f'  {gflops:.1f} GFLOP/s  matmul peak {peak:.1f} GFLOP/s ({_MATMUL.value}^2 float32)  '
+        f'{gflops / peak:.2f} of peak  compile {compile_s:.1f} s')
+  return dict(model=config.model, dataset=config.data.name, clients=len(ids),
+              examples=int(np.sum(n)), epochs=config.local_epochs, batch=int(data.y.shape[-1]),
+              seconds=seconds, compile_seconds=compile_s, flops=flops,
+              reference_gflops=gflops, matmul_peak_gflops=peak,
+              reference_fraction_of_peak=gflops / peak)
+
+
 def main(argv):
   del argv
   parts = [three_ways(name) for name in _MODELS.value]
   cohorts = cohort_scaling() if _COHORTS.value else []
+  reference = reference_round() if _REFERENCE.value else {}
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   device = jax.devices()[0]
   stats = device.memory_stats() if hasattr(device, 'memory_stats') else None
@@ -210,7 +278,11 @@ def main(argv):
       backend=jax.default_backend(), device=device.device_kind,
       round_vs_loop_speedup=first.get('round_vs_loop_speedup'),
       round_vs_central_ratio=first.get('round_vs_central_ratio'),
-      models=parts, cohorts=cohorts, peak_host_mib=peak, device_peak_mib=device_peak)))
+      reference_gflops=reference.get('reference_gflops'),
+      matmul_peak_gflops=reference.get('matmul_peak_gflops'),
+      reference_fraction_of_peak=reference.get('reference_fraction_of_peak'),
+      models=parts, cohorts=cohorts, reference=reference, peak_host_mib=peak,
+      device_peak_mib=device_peak)))
 
 
 if __name__ == '__main__':

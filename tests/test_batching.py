@@ -92,3 +92,32 @@ def test_pack_clients_float_inputs_become_float32():
   with pytest.raises(ValueError, match='dtype'):
     batching.pack_clients([np.ones((1, 2)), np.ones((1, 2), np.int32)],
                           [np.array([0])] * 2, batch_size=1, steps=1)
+
+
+def test_packer_caps_the_batch_at_the_largest_client_with_the_same_update():
+  """A batch larger than the largest client only pads; capped, a client's local training is the
+  same (the reference MNIST protocol: 200 examples a client, B = 350)."""
+  import types
+
+  import jax
+  import jax.numpy as jnp
+
+  from autoflip_jax import local, masks, setup
+
+  rng = np.random.default_rng(0)
+  sizes = [7, 5]
+  xs = [rng.normal(size=(n, 3)).astype(np.float32) for n in sizes]
+  ys = [rng.integers(0, 4, n).astype(np.int32) for n in sizes]
+  dataset = types.SimpleNamespace(client_x=xs, client_y=ys, client_sizes=np.array(sizes))
+  capped, n = setup.make_packer(dataset, 12)(np.array([0, 1]), place=False)
+  assert capped.y.shape == (2, 1, 7)
+  np.testing.assert_array_equal(n, sizes)
+  padded = batching.pack_clients(xs, ys, batch_size=12, steps=1)
+  params = {'w': jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)}
+  apply_fn = lambda p, x: x @ p['w']
+  for k in range(2):
+    outs = [local.train(params, masks.ones_mask(params),
+                        jax.tree.map(lambda a: jnp.asarray(a[k]), d), jax.random.key(1),
+                        apply_fn=apply_fn, optimizer='adam', learning_rate=0.1, epochs=3).params
+            for d in (capped, local.ClientData(padded.x, padded.y, padded.valid))]
+    np.testing.assert_allclose(outs[0]['w'], outs[1]['w'], rtol=1e-5, atol=1e-6)
