@@ -54,27 +54,31 @@ def deviation(params: PyTree, params0: PyTree) -> PyTree:
 
 def explore_client(params0: PyTree, data: local.ClientData, key: jax.Array, *, apply_fn,
                    optimizer: str, learning_rate: float, epochs: int, patience: int,
-                   trajectory: bool = False) -> tuple[PyTree, jax.Array, jax.Array]:
+                   trajectory: bool = False,
+                   max_steps: int = 0) -> tuple[PyTree, jax.Array, jax.Array]:
   """One explorer: local training from θ0, returning its squared deviation, last loss, epochs."""
   out = local.train(params0, ones_mask(params0), data, key, apply_fn=apply_fn, optimizer=optimizer,
                     learning_rate=learning_rate, epochs=epochs, patience=patience,
-                    track_deviation=trajectory)
+                    track_deviation=trajectory, max_steps=max_steps)
   sqdev = out.deviation if trajectory else deviation(out.params, params0)
   return sqdev, out.last_loss, out.epochs_run
 
 
 def make_explore_fn(apply_fn, *, optimizer: str, learning_rate: float, epochs: int,
-                    patience: int, trajectory: bool = False, clients_per_chunk: int = 0):
+                    patience: int, trajectory: bool = False, clients_per_chunk: int = 0,
+                    max_steps: int = 0):
   """Returns jitted `explore(params0, data [K, steps, batch, ...], client_ids [K], rng)`.
 
   All explorers in one program, `clients_per_chunk` at a time (`federated.chunked_map`: 0 one
-  vmap, 1 one explorer after another, which also lets each stop early on its own).
+  vmap, 1 one explorer after another, which also lets each stop early on its own). `max_steps`:
+  `config.max_local_steps` (`local.train`).
   """
   def explore(params0, data: local.ClientData, client_ids, rng) -> Exploration:
     keys = jax.vmap(lambda c: jax.random.fold_in(rng, c))(client_ids)
     one = lambda d, k: explore_client(params0, d, k, apply_fn=apply_fn, optimizer=optimizer,
                                       learning_rate=learning_rate, epochs=epochs,
-                                      patience=patience, trajectory=trajectory)
+                                      patience=patience, trajectory=trajectory,
+                                      max_steps=max_steps)
     sqdev, loss, epochs_run = federated.chunked_map(one, (data, keys), clients_per_chunk)
     return Exploration(sqdev, loss, epochs_run)
   return jax.jit(explore)

@@ -145,8 +145,8 @@ def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Arr
                client_ids: jax.Array, rng: jax.Array, learning_rate: jax.Array, aux: PyTree,
                *, apply_fn, optimizer: str, local_epochs: int, mask_fn: Callable | None = None,
                clients_per_chunk: int = 0, track_grad_sq: bool = False,
-               server_tx=None, dp_clip: float = 0.0,
-               dp_noise: float = 0.0) -> tuple[ServerState, RoundMetrics]:
+               server_tx=None, dp_clip: float = 0.0, dp_noise: float = 0.0,
+               max_steps: int = 0) -> tuple[ServerState, RoundMetrics]:
   """One federated round; `make_round_fn` jits it. See the module docstring.
 
   The cohort is trained in chunks of `clients_per_chunk` clients (0: all at once): a `lax.scan`
@@ -156,6 +156,8 @@ def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Arr
   cohort; `resolve_chunk` turns a config's 0 (auto) into the layout for the backend.
   `server_tx` (`server.make`) turns the masked average into the next global model; None is
   FedAvg, the average itself. `dp_clip`, `dp_noise`: DP-FedAvg (module docstring; 0 = off).
+  `max_steps`: `config.max_local_steps`, the cap on a client's steps per epoch (`local.train`;
+  0 = none); `num_examples` are then the examples an epoch trains on (the packer caps them).
   """
   mask = mask_fn(aux, client_ids, num_examples) if mask_fn is not None else state.mask
   global_params = apply_mask(state.params, mask)
@@ -164,7 +166,7 @@ def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Arr
   def client(d, cid):
     out = local.train(global_params, mask, d, jax.random.fold_in(round_key, cid),
                       apply_fn=apply_fn, optimizer=optimizer, learning_rate=learning_rate,
-                      epochs=local_epochs, track_grad_sq=track_grad_sq)
+                      epochs=local_epochs, track_grad_sq=track_grad_sq, max_steps=max_steps)
     return out.params, out.loss, out.grad_sq
 
   cohort = client_ids.shape[0]
@@ -209,7 +211,7 @@ def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Arr
 def make_round_fn(apply_fn, *, optimizer: str, local_epochs: int, mask_fn: Callable | None = None,
                   clients_per_chunk: int = 0, track_grad_sq: bool = False,
                   server_tx=None, wrap: Callable | None = None, dp_clip: float = 0.0,
-                  dp_noise: float = 0.0):
+                  dp_noise: float = 0.0, max_steps: int = 0):
   """Returns the jitted round `(state, data, num_examples, client_ids, rng, lr, aux)`.
 
   `wrap` decorates the Python body before jit (tests pass `chex.assert_max_traces(n=1)`). The
@@ -220,7 +222,7 @@ def make_round_fn(apply_fn, *, optimizer: str, local_epochs: int, mask_fn: Calla
                       apply_fn=apply_fn, optimizer=optimizer, local_epochs=local_epochs,
                       mask_fn=mask_fn, clients_per_chunk=clients_per_chunk,
                       track_grad_sq=track_grad_sq, server_tx=server_tx, dp_clip=dp_clip,
-                      dp_noise=dp_noise)
+                      dp_noise=dp_noise, max_steps=max_steps)
   if wrap is not None:
     body = wrap(body)
   return jax.jit(body, donate_argnums=(0,))
@@ -232,7 +234,7 @@ def make_variant_round_fn(apply_fn, *, num_variants: int, optimizer: str, local_
                           variants_per_chunk: int = 0, server_tx=None,
                           wrap: Callable | None = None, dp_clip: float = 0.0,
                           dp_noise: float = 0.0, shrink_plan: shrink.Plan | None = None,
-                          params_like: PyTree = None):
+                          params_like: PyTree = None, max_steps: int = 0):
   """The jitted round of `num_variants` runs side by side (thresholds, seeds): ONE program.
 
   Called as `(state, data, num_examples, client_ids, rng, learning_rate, aux)` where `state`,
@@ -260,7 +262,8 @@ def make_variant_round_fn(apply_fn, *, num_variants: int, optimizer: str, local_
   body = functools.partial(round_body, apply_fn=apply_fn, optimizer=optimizer,
                            local_epochs=local_epochs, mask_fn=mask_fn,
                            clients_per_chunk=clients_per_chunk, track_grad_sq=track_grad_sq,
-                           server_tx=server_tx, dp_clip=dp_clip, dp_noise=dp_noise)
+                           server_tx=server_tx, dp_clip=dp_clip, dp_noise=dp_noise,
+                           max_steps=max_steps)
 
   def variant_round(state, data, num_examples, client_ids, rng, learning_rate, aux):
     cohort = (data, num_examples, client_ids)

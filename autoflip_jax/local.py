@@ -59,23 +59,34 @@ def cross_entropy(apply_fn: ApplyFn, params: PyTree, x, y, valid) -> tuple[jax.A
 
 
 def epoch_order(key: jax.Array, valid_flat: jax.Array) -> jax.Array:
-  """A random permutation of the slots with all valid examples first."""
-  u = jax.random.uniform(key, valid_flat.shape)
+  """A random permutation of the slots with all valid examples first.
+
+  Slot i's random draw depends on `key` and i alone, not on the number of slots, so a client's
+  examples come in the same order however far its data is padded: a cohort packed to its own
+  largest client (`config.pad_steps='cohort'`) trains exactly as when packed to the largest
+  client of the dataset.
+  """
+  slots = jnp.arange(valid_flat.shape[0], dtype=jnp.uint32)
+  u = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i)))(slots)
   return jnp.argsort(jnp.where(valid_flat, u, 2.0))
 
 
 def train(params: PyTree, mask: PyTree, data: ClientData, key: jax.Array, *,
           apply_fn: ApplyFn, optimizer: str, learning_rate, epochs: int, patience: int = 0,
-          track_deviation: bool = False, track_grad_sq: bool = False) -> TrainOutput:
+          track_deviation: bool = False, track_grad_sq: bool = False,
+          max_steps: int = 0) -> TrainOutput:
   """Trains one client for up to `epochs` epochs from `params` under `mask`.
 
   `patience > 0` stops early once the epoch's mean training loss has not improved for `patience`
   epochs (the reference exploration's rule); params are then those of the last epoch run. With
   `track_deviation`, also returns the squared deviation from the start accumulated at the end of
-  every epoch (the exploration's trajectory option).
+  every epoch (the exploration's trajectory option). `max_steps > 0` caps the steps of an epoch
+  (`config.max_local_steps`): each epoch trains on the first `max_steps` batches of a fresh random
+  order of the client's examples, i.e. that many batches sampled from all its data.
   """
   tx = make_optimizer(optimizer, learning_rate)
   steps, batch = data.y.shape
+  run_steps = min(steps, max_steps) if max_steps > 0 else steps
   y_flat, valid_flat = data.y.reshape(-1), data.valid.reshape(-1)
   x_flat = data.x.reshape((steps * batch,) + data.x.shape[2:])
   # Zero the padding so that whatever it held cannot reach a gradient through the forward pass.
@@ -104,8 +115,8 @@ def train(params: PyTree, mask: PyTree, data: ClientData, key: jax.Array, *,
 
   def run_epoch(state):
     epoch, p, opt_state, best, bad, loss_sum, n_sum, _, dev, gsq = state
-    order = epoch_order(jax.random.fold_in(key, epoch), valid_flat)
-    shaped = lambda a: a[order].reshape((steps, batch) + a.shape[1:])
+    order = epoch_order(jax.random.fold_in(key, epoch), valid_flat)[:run_steps * batch]
+    shaped = lambda a: a[order].reshape((run_steps, batch) + a.shape[1:])
     (p, opt_state, gsq), (totals, ns) = jax.lax.scan(
         step, (p, opt_state, gsq), (shaped(x_flat), shaped(y_flat), shaped(valid_flat)))
     epoch_loss = jnp.sum(totals) / jnp.maximum(jnp.sum(ns), 1.0)

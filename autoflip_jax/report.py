@@ -124,6 +124,35 @@ def read_runs(path: str) -> dict[str, dict[int, list[dict]]]:
   return runs
 
 
+def _std(values) -> float:
+  return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def seed_summary(workdir: str, last: int) -> list[dict]:
+  """Per algorithm of a finished workdir, over its seeds (mean ± std): the test accuracy of the
+  final round and averaged over the last `last` evaluated rounds, the structured FLOPs (a
+  fraction of dense), compression, and the median seconds of a round for one seed (the runner
+  trains a run's seeds one after another in each round)."""
+  out = []
+  for name, by_seed in read_runs(os.path.join(workdir, 'metrics.jsonl')).items():
+    final, tail, flops, compression, seconds = [], [], [], [], []
+    for rows in by_seed.values():
+      rows = list({r['round']: r for r in rows}.values())  # a redone round: its last row
+      evaluated = [r for r in rows if r.get('test_accuracy') is not None]
+      final.append(evaluated[-1]['test_accuracy'])
+      tail.append(statistics.fmean(r['test_accuracy'] for r in evaluated[-last:]))
+      flops.append(rows[-1]['flops_structured'] / rows[-1]['flops_dense'])
+      compression.append(rows[-1]['compression'])
+      seconds += [r['round_seconds'] for r in rows if r['round'] > 0]
+    out.append(dict(algorithm=name, seeds=len(final),
+                    final_mean=statistics.fmean(final), final_std=_std(final),
+                    last_mean=statistics.fmean(tail), last_std=_std(tail),
+                    flops_fraction=statistics.fmean(flops),
+                    compression=statistics.fmean(compression),
+                    round_seconds=statistics.median(seconds) / len(final) if seconds else None))
+  return out
+
+
 def plot_metrics(metrics_path: str, out_dir: str) -> list[str]:
   """Accuracy against round and against cumulative bytes (up + down); returns the PNG paths.
 

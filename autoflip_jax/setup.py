@@ -46,7 +46,7 @@ class Setup:
   clients_per_chunk: int        # resolved layout of a cohort (federated.resolve_chunk)
   variants_per_chunk: int       # 0: variants vmapped; 1: one after another in the program
   mesh: jax.sharding.Mesh | None
-  pack: Callable                # pack(ids) -> (ClientData, num_examples), placed on the mesh
+  pack: 'Packer'                # pack(ids) -> (ClientData, num_examples), placed on the mesh
   evaluate: Callable            # evaluate(params) -> (test accuracy, mean test loss)
   seeds: tuple[int, ...]        # training seeds, side by side
   tps: tuple[float, ...]        # the Tp sweep's thresholds; () = config.tp alone
@@ -72,7 +72,8 @@ class Setup:
     data, _ = self.pack(np.array([client]), place=False)
     train = jax.jit(lambda p, d, k: local.train(
         p, masks.ones_mask(p), d, k, apply_fn=self.apply_fn, optimizer=config.optimizer,
-        learning_rate=config.learning_rate, epochs=config.warmup_epochs).params)
+        learning_rate=config.learning_rate, epochs=config.warmup_epochs,
+        max_steps=config.max_local_steps).params)
     key = jax.random.fold_in(jax.random.key(seed), WARMUP_STREAM)
     return train(params, jax.tree.map(lambda a: a[0], data), key)
 
@@ -104,33 +105,64 @@ def resolve(config) -> Setup:
       # Where clients go one at a time (auto on a CPU), a vmap over variants would bring back
       # the batched program that is slower there.
       variants_per_chunk=1 if chunk == 1 else 0, mesh=mesh,
-      pack=make_packer(dataset, config.batch_size, mesh),
+      pack=make_packer(dataset, config.batch_size, mesh, pad=config.pad_steps,
+                       max_local_steps=config.max_local_steps),
       evaluate=make_eval_fn(apply_fn, config.eval_batch_size, dataset.test_x, dataset.test_y),
       seeds=config_checks.seed_values(config), tps=config_checks.tp_sweep_values(config),
       server_tx=server.from_config(config))
 
 
-def make_packer(dataset, batch_size: int, mesh=None) -> Callable:
-  """Returns `pack(ids, place=True) -> (ClientData, num_examples)`: those clients' padded arrays.
+class Packer:
+  """`pack(ids, place=True, steps=None) -> (ClientData, num_examples)`: those clients' padded
+  arrays `[clients, steps, batch, ...]`.
 
   Only the clients asked for are packed (a round's cohort, the explorers), so host and device
   memory grow with the cohort, not with the federation. With a `mesh` the client axis is split
-  over its devices. The number of steps is fixed by the largest client of the whole dataset, so
-  every round has the same shapes and compiles once. `place=False` returns host arrays.
-  """
-  # A batch larger than the largest client would only add padded slots to every step: the
-  # reference MNIST protocol's clients hold 200 examples and B = 350, and the round took 1.7x as
-  # long padded. Capped, each client still takes one step on all its examples, the same update.
-  largest = int(np.max(dataset.client_sizes)) if len(dataset.client_sizes) else 1
-  batch_size = max(1, min(batch_size, largest))
-  steps = data_lib.steps_for(dataset.client_sizes, batch_size)
+  over its devices; `place=False` returns host arrays.
 
-  def pack(ids, place: bool = True):
-    b = data_lib.pack_clients([dataset.client_x[i] for i in ids],
-                              [dataset.client_y[i] for i in ids], batch_size, steps)
-    out = (local.ClientData(b.x, b.y, b.valid), np.asarray(b.num_examples))
-    return sharding.shard_clients(out, mesh) if place else out
-  return pack
+  The batch is `batch_size`, or the largest client's size when that is smaller: a larger batch
+  would only add padded slots to every step (the reference MNIST protocol's clients hold 200
+  examples and B = 350; padded, its round took 1.7x as long; capped, each client still takes
+  one step on all its examples, the same update).
+
+  Steps (`steps_for`): with `pad='largest'` every call is padded to the dataset's largest client
+  (one shape for the run); with `pad='cohort'`, to the steps of the largest client asked for,
+  rounded up to a power of two and at most the dataset's (a few shapes, each compiled once). The
+  training results are the same (`local.epoch_order` does not depend on the padding).
+  `max_local_steps > 0`: `num_examples` counts the examples one epoch trains on,
+  min(n, max_local_steps * batch), FedAvg's weights (`local.train` samples the batches).
+  """
+
+  def __init__(self, dataset, batch_size: int, mesh=None, *, pad: str = 'largest',
+               max_local_steps: int = 0):
+    self.dataset, self.mesh, self.pad, self.max_local_steps = dataset, mesh, pad, max_local_steps
+    self.sizes = np.asarray(dataset.client_sizes, np.int64)
+    largest = int(self.sizes.max()) if self.sizes.size else 1
+    self.batch_size = max(1, min(batch_size, largest))
+    self.max_steps = data_lib.steps_for(self.sizes, self.batch_size)
+
+  def steps_for(self, ids) -> int:
+    """The steps the clients `ids` are padded to (see the class docstring)."""
+    if self.pad == 'largest':
+      return self.max_steps
+    need = data_lib.steps_for(self.sizes[np.asarray(ids, np.int64)], self.batch_size)
+    return min(self.max_steps, 1 << (need - 1).bit_length())
+
+  def __call__(self, ids, place: bool = True, steps: int | None = None):
+    steps = self.steps_for(ids) if steps is None else steps
+    b = data_lib.pack_clients([self.dataset.client_x[i] for i in ids],
+                              [self.dataset.client_y[i] for i in ids], self.batch_size, steps)
+    n = np.asarray(b.num_examples)
+    if self.max_local_steps > 0:
+      n = np.minimum(n, self.max_local_steps * self.batch_size).astype(n.dtype)
+    out = (local.ClientData(b.x, b.y, b.valid), n)
+    return sharding.shard_clients(out, self.mesh) if place else out
+
+
+def make_packer(dataset, batch_size: int, mesh=None, *, pad: str = 'largest',
+                max_local_steps: int = 0) -> Packer:
+  """The run's `Packer` (its docstring says how clients are padded)."""
+  return Packer(dataset, batch_size, mesh, pad=pad, max_local_steps=max_local_steps)
 
 
 def make_eval_fn(apply_fn, batch_size: int, x=None, y=None) -> Callable:

@@ -181,7 +181,8 @@ def _cohort(setup: setup_lib.Setup, variants: Sequence[Variant], round_num: int)
     data, n = setup.pack(ids[seeds[0]])
     return (data, n, sharding.shard_clients(ids[seeds[0]], setup.mesh)), [ids[seeds[0]]] * len(
         variants)
-  packed = {s: setup.pack(ids[s], place=False) for s in seeds}
+  steps = max(setup.pack.steps_for(i) for i in ids.values())  # one shape for the stacked cohorts
+  packed = {s: setup.pack(ids[s], place=False, steps=steps) for s in seeds}
   per_variant = [packed[v.seed] for v in variants]
   data = jax.tree.map(lambda *xs: np.stack(xs), *[p[0] for p in per_variant])
   n = np.stack([p[1] for p in per_variant])
@@ -234,7 +235,7 @@ def run_algorithm(setup: setup_lib.Setup, algorithm: Algorithm, *,
           per_variant_data=per_variant_data, variants_per_chunk=setup.variants_per_chunk,
           server_tx=setup.server_tx, dp_clip=float(config.dp.clip),
           dp_noise=float(config.dp.noise_multiplier), shrink_plan=plan,
-          params_like=setup.params_like)
+          params_like=setup.params_like, max_steps=config.max_local_steps)
     return round_fns[key]
 
   def make_round(mask):

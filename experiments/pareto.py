@@ -14,10 +14,8 @@ over seeds) and prints the table. Rerunning resumes: finished points are read ba
 
 from __future__ import annotations
 
-import collections
 import json
 import os
-import statistics
 
 from absl import app
 from absl import flags
@@ -25,7 +23,7 @@ from absl import logging
 import matplotlib
 from ml_collections import config_flags
 
-from autoflip_jax import config_checks, console, train
+from autoflip_jax import config_checks, console, report, train
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
@@ -43,32 +41,9 @@ flags.mark_flags_as_required(['config', 'workdir'])
 ALGORITHMS = ('autoflip', 'random', 'magnitude')
 
 
-def _std(values):
-  return statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def points(workdir: str, tp: float | None, last: int) -> list[dict]:
   """One point per algorithm of a finished sub-workdir: mean ± std over seeds."""
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    rows = [json.loads(line) for line in f]
-  runs = collections.defaultdict(list)
-  for r in rows:
-    runs[(r['algorithm'], r['seed'])].append(r)
-  out = []
-  for name in dict.fromkeys(a for a, _ in runs):
-    final, tail, flops = [], [], []
-    for (a, _), rs in runs.items():
-      if a != name:
-        continue
-      rs = sorted(rs, key=lambda r: r['round'])
-      final.append(rs[-1]['test_accuracy'])
-      tail.append(statistics.fmean(r['test_accuracy'] for r in rs[-last:]))
-      flops.append(rs[-1]['flops_structured'] / rs[-1]['flops_dense'])
-    out.append(dict(algorithm=name, tp=tp, seeds=len(final),
-                    final_mean=statistics.fmean(final), final_std=_std(final),
-                    last_mean=statistics.fmean(tail), last_std=_std(tail),
-                    flops_fraction=statistics.fmean(flops)))
-  return out
+  return [dict(r, tp=tp) for r in report.seed_summary(workdir, last)]
 
 
 def _same_config(workdir: str, config) -> bool:

@@ -44,6 +44,7 @@ from autoflip_jax import config_checks, console, exploration, masks, privacy  # 
 from autoflip_jax import setup as setup_lib  # noqa: E402
 from autoflip_jax import train  # noqa: E402
 from autoflip_jax.algorithms import autoflip  # noqa: E402
+from experiments import overrides as overrides_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Base experiment config file.',
                                           lock_config=True)
@@ -90,16 +91,7 @@ def points(base, clip: float) -> list[dict]:
 
 
 def configure(base, overrides: dict):
-  config = base.copy_and_resolve_references()
-  config.algorithm = 'autoflip'
-  with config.unlocked():
-    for key, value in overrides.items():
-      *parents, leaf = key.split('.')
-      target = config
-      for p in parents:
-        target = target[p]
-      target[leaf] = value
-  return config
+  return overrides_lib.apply(base, {'algorithm': 'autoflip', **overrides})
 
 
 def explore(base):
@@ -111,7 +103,7 @@ def explore(base):
   fn = exploration.make_explore_fn(
       setup.apply_fn, optimizer=base.optimizer, learning_rate=base.learning_rate,
       epochs=base.e_exp, patience=base.patience, trajectory=base.exploration_trajectory,
-      clients_per_chunk=setup.clients_per_chunk)
+      clients_per_chunk=setup.clients_per_chunk, max_steps=base.max_local_steps)
   data, num_examples = setup.pack(ids)
   rng = jax.random.fold_in(jax.random.key(seed), 2)  # the runner's init key (train.start_run)
   return setup, fn(params0, data, jnp.asarray(ids), rng).sqdev, num_examples, rng

@@ -109,7 +109,7 @@ def setup():
   params0 = jax.jit(MODEL.init)(jax.random.PRNGKey(0), jnp.zeros((1, 12, 12, 1)))['params']
   data = _client_data([5, 8, 2])
   client_ids = jnp.array([4, 0, 9], jnp.int32)
-  rng = jax.random.PRNGKey(42)
+  rng = jax.random.PRNGKey(43)  # a key under which the explorers stop after different epochs
   explore = exploration.make_explore_fn(apply_fn, **KW)
   return params0, data, client_ids, rng, explore(params0, data, client_ids, rng)
 

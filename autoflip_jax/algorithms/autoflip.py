@@ -253,7 +253,7 @@ def init(context, params0, rng, tps) -> list[Start]:
   explore = exploration.make_explore_fn(
       context.apply_fn, optimizer=config.optimizer, learning_rate=config.learning_rate,
       epochs=config.e_exp, patience=config.patience, trajectory=config.exploration_trajectory,
-      clients_per_chunk=context.clients_per_chunk)
+      clients_per_chunk=context.clients_per_chunk, max_steps=config.max_local_steps)
   start = time.time()
   data, num_examples = context.pack(ids)
   result = explore(params0, data, jnp.asarray(ids), rng)

@@ -48,6 +48,15 @@ def get_config() -> ml_collections.ConfigDict:
                                     # learns faster in the 30 short rounds of this quick run
   config.learning_rate = 0.05
   config.lr_decay = 0.99            # learning rate of round r: learning_rate * lr_decay**(r-1)
+  # Skewed clients. `max_local_steps` > 0 caps a client's steps per epoch: each epoch it trains
+  # on that many batches drawn from all its data (LEAF/TFF/pfl's cap; FedAvg then weights each
+  # client by the examples an epoch trains on). `pad_steps`: a round's cohort is padded to the
+  # steps of its own largest client, rounded up to a power of two ('cohort': a few compiled
+  # shapes, and rounds without the dataset's largest client cost what their clients need), or
+  # every cohort to the dataset's largest client ('largest': one shape). Both give the same
+  # results (tests/test_skew.py).
+  config.max_local_steps = 0
+  config.pad_steps = 'cohort'
   # Server optimizer on the masked average update (autoflip_jax/server.py; Reddi et al. 2021):
   # sgd (with server_learning_rate 1: FedAvg), momentum (FedAvgM; the reference code's server,
   # beta 0.9), adam (FedAdam), yogi (FedYogi). Pruned weights and their state stay exactly 0.
