@@ -79,12 +79,18 @@ def run_started(workdir: str) -> bool:
   return False
 
 
+# Fields that lay the same computation out differently (chunks of clients, padding, the memory
+# check): a run may resume with other values of them.
+LAYOUT_FIELDS = ('clients_per_chunk', 'memory_check', 'pad_steps')
+
+
 def check_workdir_config(workdir: str, config_dict: dict) -> None:
   """Writes `config.json`, or checks that a started run's one holds the same config.
 
   Only a run that has started training (`run_started`) owns its workdir: a `config.json` left by
   a start that failed before that is replaced by the new config, so the fixed command (or any
-  other) runs. Every process checks; only process 0 writes (`is_writer`).
+  other) runs. `LAYOUT_FIELDS` may differ. Every process checks; only process 0 writes
+  (`is_writer`).
 
   Raises:
     CheckpointError: the workdir holds a started run with a different config.
@@ -98,13 +104,15 @@ def check_workdir_config(workdir: str, config_dict: dict) -> None:
   if saved == text:
     return
   if saved is not None:
-    if run_started(workdir):
-      old, new = json.loads(saved), json.loads(text)
-      diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    old, new = json.loads(saved), json.loads(text)
+    diff = sorted(k for k in set(old) | set(new)
+                  if old.get(k) != new.get(k) and k not in LAYOUT_FIELDS)
+    if run_started(workdir) and diff:
       raise CheckpointError(
           f'{workdir} holds a run with a different config (fields: {", ".join(diff)}). Rerun '
           f'with the same config to resume it, or choose a new --workdir.')
-    logging.info('%s: replacing the config.json of a run that never started', workdir)
+    if not run_started(workdir):
+      logging.info('%s: replacing the config.json of a run that never started', workdir)
   if is_writer():
     _write_atomic(path, text)
 

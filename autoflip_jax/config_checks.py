@@ -79,6 +79,8 @@ def validate_config(config) -> None:
   _int(config, 'batch_size', 1)
   _int(config, 'max_local_steps', 0)
   _choice(config, 'pad_steps', ('cohort', 'largest'))
+  if not isinstance(config.memory_check, bool):
+    raise ValueError(f'config.memory_check={config.memory_check!r} must be True or False')
   _float(config, 'learning_rate', 0.0, float('inf'), True, True)
   _float(config, 'lr_decay', 0.0, 1.0, True, False)
   _choice(config, 'optimizer', ('adam', 'sgd'))

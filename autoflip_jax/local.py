@@ -98,20 +98,25 @@ def train(params: PyTree, mask: PyTree, data: ClientData, key: jax.Array, *,
     total, n = cross_entropy(apply_fn, p, x, y, v)
     return total / jnp.maximum(n, 1.0), (total, n)
 
-  def step(carry, batch_data):
+  def train_step(carry, batch_data):
     p, opt_state, gsq = carry
     x, y, v = batch_data
     (_, (total, n)), dense_grads = jax.value_and_grad(loss_fn, has_aux=True)(p, x, y, v)
     grads = apply_mask(dense_grads, mask)
-    updates, new_opt_state = tx.update(grads, opt_state, p)
-    new_p = apply_mask(optax.apply_updates(p, updates), mask)
-    has_data = n > 0
-    keep = lambda new, old: jnp.where(has_data, new, old)
-    p = jax.tree.map(keep, new_p, p)
-    opt_state = jax.tree.map(keep, new_opt_state, opt_state)
+    updates, opt_state = tx.update(grads, opt_state, p)
+    p = apply_mask(optax.apply_updates(p, updates), mask)
     if track_grad_sq:  # dense: a pruned weight's gradient says what regrowing it would buy
       gsq = jax.tree.map(lambda a, g: a + jnp.square(g), gsq, dense_grads)
     return (p, opt_state, gsq), (total, n)
+
+  def step(carry, batch_data):
+    # A step of padding alone (past a small client's data) leaves everything as it was. As a
+    # `cond` it costs nothing where a client trains on its own (one at a time on a CPU: a skewed
+    # cohort then costs its clients' real steps, not the largest one's for each); under `vmap`
+    # it becomes a select of the two branches, the cost of the step.
+    zero = jnp.zeros((), jnp.float32)
+    return jax.lax.cond(jnp.any(batch_data[2]), train_step,
+                        lambda c, _: (c, (zero, zero)), carry, batch_data)
 
   def run_epoch(state):
     epoch, p, opt_state, best, bad, loss_sum, n_sum, _, dev, gsq = state

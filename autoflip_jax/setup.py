@@ -51,6 +51,8 @@ class Setup:
   seeds: tuple[int, ...]        # training seeds, side by side
   tps: tuple[float, ...]        # the Tp sweep's thresholds; () = config.tp alone
   server_tx: Any                # the server optimizer (`server.from_config`; None: FedAvg)
+  explore_chunk: int | None = None  # the exploration's chunk when `memory.fit` chose its own
+  layout: dict = dataclasses.field(default_factory=dict)    # what `memory.fit` chose, and why
   _params0: dict = dataclasses.field(default_factory=dict)  # θ0 by seed, made once
 
   def params0(self, seed: int) -> PyTree:
@@ -80,7 +82,8 @@ class Setup:
   def context(self, seed: int, earlier: Sequence[dict] = ()) -> Context:
     """What an algorithm may read for one training seed (`algorithms.Context`)."""
     return Context(self.config, self.apply_fn, self.units, self.positions, self.pack,
-                   self.clients_per_chunk, seed, tuple(earlier))
+                   self.clients_per_chunk if self.explore_chunk is None else self.explore_chunk,
+                   seed, tuple(earlier))
 
 
 def resolve(config) -> Setup:
@@ -96,18 +99,23 @@ def resolve(config) -> Setup:
   apply_fn = lambda p, x: model.apply({'params': p}, x)
   positions = accounting.kernel_positions(model.apply, params_like, dataset.input_shape,
                                           dataset.test_x.dtype)
-  chunk = federated.resolve_chunk(config.clients_per_chunk, config.mesh_devices,
-                                  config.model in models.VMAP_CLIENTS_ON_CPU)
   mesh = sharding.client_mesh(config.mesh_devices)
+  pack = make_packer(dataset, config.batch_size, mesh, pad=config.pad_steps,
+                     max_local_steps=config.max_local_steps)
+  # The LSTM gains from a vmapped cohort on a CPU when its clients are alike; with skewed clients
+  # one at a time is far faster: each client then skips its padded steps (`local.train`), where
+  # in a vmap every client pays for the largest one.
+  steps = np.ceil(np.asarray(dataset.client_sizes) / pack.batch_size)
+  skewed = steps.size > 0 and steps.max() > 2 * max(1.0, float(np.median(steps)))
+  chunk = federated.resolve_chunk(config.clients_per_chunk, config.mesh_devices,
+                                  config.model in models.VMAP_CLIENTS_ON_CPU and not skewed)
   return Setup(
       config=config, dataset=dataset, model=model, apply_fn=apply_fn, units=model.units(),
       params_like=params_like, positions=positions, clients_per_chunk=chunk,
       # Where clients go one at a time (auto on a CPU), a vmap over variants would bring back
       # the batched program that is slower there.
       variants_per_chunk=1 if chunk == 1 else 0, mesh=mesh,
-      pack=make_packer(dataset, config.batch_size, mesh, pad=config.pad_steps,
-                       max_local_steps=config.max_local_steps),
-      evaluate=make_eval_fn(apply_fn, config.eval_batch_size, dataset.test_x, dataset.test_y),
+      pack=pack, evaluate=make_eval_fn(apply_fn, config.eval_batch_size, dataset.test_x, dataset.test_y),
       seeds=config_checks.seed_values(config), tps=config_checks.tp_sweep_values(config),
       server_tx=server.from_config(config))
 

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from autoflip_jax import algorithms, checkpoint, config_checks, federated, logbook, report
-from autoflip_jax import privacy, schedule, sharding, shrink
+from autoflip_jax import memory, privacy, schedule, sharding, shrink
 from autoflip_jax import server as server_lib
 from autoflip_jax import setup as setup_lib
 from autoflip_jax.algorithms import Algorithm
@@ -394,6 +394,8 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
   os.makedirs(workdir, exist_ok=True)
   checkpoint.check_workdir_config(workdir, _config_dict(config))
   setup = setup_lib.resolve(config)
+  if config.memory_check:
+    setup = memory.fit(setup)  # before anything trains: the layout that fits, or a clear stop
   dataset = setup.dataset
   logging.info('data %s: %d clients, sizes %d..%d, %d test examples, input %s', dataset.name,
                dataset.num_clients, dataset.client_sizes.min(), dataset.client_sizes.max(),
@@ -431,7 +433,7 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
     return rows
   with open(os.path.join(workdir, 'summary.json'), 'w') as f:
     json.dump({'config': _config_dict(config), 'rows': rows, 'aggregate': report.aggregate(rows),
-               'warmup_clients': warmup}, f, indent=2, default=str)
+               'warmup_clients': warmup, 'layout': setup.layout}, f, indent=2, default=str)
   print(report.table(rows))
   for path in writer.plot():
     logging.info('wrote %s', path)

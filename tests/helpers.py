@@ -15,6 +15,7 @@ def tiny_config(**overrides) -> ml_collections.ConfigDict:
   config.local_epochs = 1
   config.batch_size = 100
   config.e_exp = 1
+  config.memory_check = False  # tests/test_memory.py checks it; here it would only add compiles
   for key, value in overrides.items():
     target = config
     *parents, leaf = key.split('.')

@@ -49,7 +49,8 @@ class Context:
   units: Sequence[Any]
   positions: dict
   pack: Callable            # pack(ids) -> (ClientData, num_examples) on the device
-  clients_per_chunk: int    # the resolved chunk layout (`setup.resolve_chunk`)
+  clients_per_chunk: int    # the exploration's chunk layout (`federated.resolve_chunk`,
+                            # `memory.fit`)
   seed: int = 0             # the variant's training seed (θ0, explorers, cohorts follow it)
   earlier: Sequence[dict] = ()  # summary rows of the algorithms already run in this invocation
 

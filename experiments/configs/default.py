@@ -152,6 +152,11 @@ def get_config() -> ml_collections.ConfigDict:
   # CPU (fastest there), the whole cohort in one vmap on a GPU/TPU or a mesh. Set e.g. 50 when a
   # GPU cannot hold the whole cohort. Results do not depend on it.
   config.clients_per_chunk = 0
+  # Before training, compile the round, the exploration and the evaluation ahead of time, read
+  # XLA's memory figure and the device's free memory, and take the largest chunk that fits (with
+  # clients_per_chunk = 0), or stop with what is needed and what would help (autoflip_jax/
+  # memory.py). Costs a compile of each (seconds); the chosen layout is logged and in summary.json.
+  config.memory_check = True
   # Devices on the mesh's `clients` axis (1: no mesh). After jax.distributed.initialize() on a
   # pod, jax.devices() spans every host.
   config.mesh_devices = 1
