@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from autoflip_jax import config_checks, local, masks, setup, train
+from autoflip_jax import config_checks, local, masks, schedule, setup, train
 from tests.helpers import tiny_config
 
 
@@ -82,7 +82,7 @@ def test_bad_skew_fields_are_named(field, value, match):
 def _skewed(**overrides):
   # 10 Dirichlet(0.1) clients: a few large, many small; batch 16 gives cohorts of 1 to 16 steps.
   return tiny_config(**{'data.partition': 'dirichlet', 'data.alpha': 0.1, 'num_clients': 10,
-                        'clients_per_round': 3, 'batch_size': 16, 'num_rounds': 3,
+                        'clients_per_round': 3, 'batch_size': 16, 'num_rounds': 2,
                         'algorithm': 'fedavg', 'seeds': '0,1', **overrides})
 
 
@@ -94,8 +94,8 @@ def _accuracies(workdir):
 def test_a_run_padded_per_cohort_equals_one_padded_to_the_largest_client(tmp_path):
   config = _skewed()
   s = setup.resolve(config)
-  from autoflip_jax import schedule  # noqa: PLC0415
-  cohorts = [schedule.sample_clients(seed, r, 10, 3) for seed in (0, 1) for r in (1, 2, 3)]
+
+  cohorts = [schedule.sample_clients(seed, r, 10, 3) for seed in (0, 1) for r in (1, 2)]
   assert min(s.pack.steps_for(ids) for ids in cohorts) < s.pack.max_steps  # padding is saved
   runs = {}
   for pad in ('cohort', 'largest'):
