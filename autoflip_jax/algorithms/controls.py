@@ -68,10 +68,7 @@ def kernel_count(tree: PyTree) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree) if masks.is_prunable(x)))
 
 
-def kernel_kept(mask: PyTree) -> int:
-  """Number of kept kernel weights of a mask."""
-  return int(sum(np.count_nonzero(np.asarray(m)) for m in jax.tree.leaves(mask)
-                 if masks.is_prunable(m)))
+kernel_kept = autoflip.kernel_kept  # kept kernel weights of a mask: AutoFLIP's count, the target
 
 
 def _kernel_flat(tree: PyTree) -> np.ndarray:
