@@ -44,6 +44,7 @@ def _tiny(config):
   config.data.max_examples_per_client = 16
   config.data.max_test_examples = 100
   config.eval_every = 1
+  config.memory_check = False  # test_memory.py covers it; here it would compile each model twice
   config.eval_batch_size = 100
   return config
 
