@@ -2,8 +2,9 @@
 
 K = 20 clients, 2 classes each, test fraction 0.2, R = 200 rounds, E = 5 local epochs, C = 0.25,
 B = 350, Adam lr 3e-4 decayed 0.99 per round, Tp = 0.3, 150 exploration epochs with patience 40
-on every client, and per-round guidance from the sampled clients' explorations (the reference's
-behaviour when all clients explore). Hours on 2 CPU cores; minutes on a GPU. `:small` is the
+on every client, the mask fixed after the exploration (the reference rebuilds it every round
+from the sampled clients' explorations: `--config.guidance_per_round=True`; see
+docs/reference_protocol.md for why it is off). Hours on 2 CPU cores; minutes on a GPU. `:small` is the
 CI-sized CNN variant of the image configs (`paper.small`, the same as `femnist_cnn.py:small`).
 """
 
