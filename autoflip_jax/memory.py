@@ -134,19 +134,18 @@ def _candidates(start: int, total: int, divides: bool) -> list[int]:
   return out + [1]
 
 
-def _pick(name: str, measure: Callable[[int], int | None], candidates: list[int], budget: int,
-          fixed: bool) -> tuple[int, int | None]:
-  """The first candidate whose program fits `budget`: (chunk, bytes)."""
-  need = None
-  for chunk in candidates:
-    need = measure(chunk)
+def _pick(name: str, measure: Callable[[int, int], int | None],
+          layouts: list[tuple[int, int]], budget: int) -> tuple[int, int, int | None]:
+  """The first (clients per chunk, variants per chunk) whose program fits `budget`:
+  (chunk, variants_per_chunk, bytes); DoesNotFitError(name, chunk, bytes) of the last tried."""
+  for chunk, v in layouts:
+    need = measure(chunk, v)
     if need is None or need <= budget:
-      return chunk, need
-    logging.info('memory: the %s with clients_per_chunk=%d needs %.0f MiB > %.0f MiB',
-                 name, chunk, need / MIB, budget / MIB)
-    if fixed:
-      break
-  raise DoesNotFitError(name, candidates[-1] if not fixed else candidates[0], need)
+      return chunk, v, need
+    logging.info('memory: the %s with clients_per_chunk=%d (variants %s) needs %.0f MiB > '
+                 '%.0f MiB', name, chunk, 'vmapped' if v == 0 else 'one after another',
+                 need / MIB, budget / MIB)
+  raise DoesNotFitError(name, chunk, need)
 
 
 def fit(setup, *, available: int | None = None, margin: float = MARGIN):
@@ -163,47 +162,33 @@ def fit(setup, *, available: int | None = None, margin: float = MARGIN):
   budget = int(margin * available)
   variants = len(setup.seeds) * max(1, len(setup.tps))
   fixed = config.clients_per_chunk != 0
-  cohort = config.clients_per_round
   figures = {}
-
-  def steps_hint() -> str:
-    return (f'the largest client has {setup.pack.max_steps} steps of {setup.pack.batch_size}; '
-            f'--config.batch_size smaller, --config.clients_per_chunk=1, fewer runs side by '
-            f'side (--config.seeds, --config.tp_sweep: {variants} now), a smaller model, or a '
-            f'device with more memory')
-
+  vpc = setup.variants_per_chunk
+  rounds = [(c, vpc) for c in _candidates(setup.clients_per_chunk, config.clients_per_round,
+                                          True)][:1 if fixed else None]
+  if variants > 1 and vpc == 0:
+    rounds += [(c, 1) for c, _ in rounds]  # then the variants one after another
   try:
-    vpc = setup.variants_per_chunk
-    layouts = [(c, vpc) for c in _candidates(setup.clients_per_chunk, cohort, True)]
-    if fixed:
-      layouts = layouts[:1]
-    if variants > 1 and vpc == 0:
-      layouts += [(c, 1) for c, _ in layouts]  # then the variants one after another
-    for chunk, v in layouts:
-      need = round_bytes(setup, chunk, variants, v)
-      if need is None or need <= budget:
-        break
-      logging.info('memory: the round with clients_per_chunk=%d, %s variants needs %.0f MiB '
-                   '> %.0f MiB', chunk, 'vmapped' if v == 0 else 'sequential', need / MIB,
-                   budget / MIB)
-    else:
-      raise DoesNotFitError('round', chunk, need)
-    figures['round'] = need
+    chunk, v, figures['round'] = _pick(
+        'round', lambda c, v: round_bytes(setup, c, variants, v), rounds, budget)
     explore_chunk = chunk
     if 'autoflip' in config.algorithm.split(','):
       start = setup.clients_per_chunk if fixed else (0 if setup.clients_per_chunk == 0 else 1)
       count = len(autoflip.explorer_ids(config.num_clients, config.c_exp, config.seed))
-      explore_chunk, figures['exploration'] = _pick(
-          'exploration', lambda c: explore_bytes(setup, c), _candidates(start, count, False),
-          budget, fixed)
+      explore = [(c, 0) for c in _candidates(start, count, False)][:1 if fixed else None]
+      explore_chunk, _, figures['exploration'] = _pick(
+          'exploration', lambda c, _: explore_bytes(setup, c), explore, budget)
     figures['evaluation'] = eval_bytes(setup)
   except DoesNotFitError as e:
-    name, chunk, need = e.args
+    name, failed, need = e.args
     raise DoesNotFitError(
-        f'The {name} does not fit in memory: with clients_per_chunk={chunk} it needs '
+        f'The {name} does not fit in memory: with clients_per_chunk={failed} it needs '
         f'{need / MIB:,.0f} MiB (XLA memory_analysis), and {available / MIB:,.0f} MiB are '
-        f'available ({margin:.0%} of it may be planned: {budget / MIB:,.0f} MiB). What would '
-        f'help: {steps_hint()}.') from None
+        f'available ({margin:.0%} of it may be planned: {budget / MIB:,.0f} MiB). The largest '
+        f'client has {setup.pack.max_steps} steps of {setup.pack.batch_size}. What would help: '
+        f'--config.batch_size smaller, --config.clients_per_chunk=1, fewer runs side by side '
+        f'(--config.seeds, --config.tp_sweep: {variants} now), a smaller model, or a device '
+        f'with more memory.') from None
   logging.info('memory: clients_per_chunk=%d for the round (%s variants), %d for the '
                'exploration; needs %s of %.0f MiB available', chunk,
                'vmapped' if v == 0 else 'sequential', explore_chunk,

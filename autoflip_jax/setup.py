@@ -115,7 +115,8 @@ def resolve(config) -> Setup:
       # Where clients go one at a time (auto on a CPU), a vmap over variants would bring back
       # the batched program that is slower there.
       variants_per_chunk=1 if chunk == 1 else 0, mesh=mesh,
-      pack=pack, evaluate=make_eval_fn(apply_fn, config.eval_batch_size, dataset.test_x, dataset.test_y),
+      pack=pack,
+      evaluate=make_eval_fn(apply_fn, config.eval_batch_size, dataset.test_x, dataset.test_y),
       seeds=config_checks.seed_values(config), tps=config_checks.tp_sweep_values(config),
       server_tx=server.from_config(config))
 
