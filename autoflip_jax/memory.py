@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autoflip_jax import exploration, federated, masks, server
+from autoflip_jax import exploration, federated, local, masks, server
 from autoflip_jax.algorithms import autoflip
 
 MARGIN = 0.8   # the share of the available memory a program may plan to use
@@ -72,8 +72,8 @@ def _client_data(setup, clients: int, lead: tuple = ()):
   pack = setup.pack
   dtype = np.int32 if np.issubdtype(setup.dataset.client_x[0].dtype, np.integer) else np.float32
   lead = lead + (clients, pack.max_steps, pack.batch_size)
-  return federated.local.ClientData(_sds(lead + tuple(setup.dataset.input_shape), dtype),
-                                    _sds(lead, jnp.int32), _sds(lead, jnp.bool_))
+  return local.ClientData(_sds(lead + tuple(setup.dataset.input_shape), dtype),
+                          _sds(lead, jnp.int32), _sds(lead, jnp.bool_))
 
 
 def round_bytes(setup, chunk: int, variants: int, variants_per_chunk: int) -> int | None:
