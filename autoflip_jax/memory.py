@@ -28,6 +28,7 @@ import numpy as np
 
 from autoflip_jax import exploration, federated, local, masks, server
 from autoflip_jax.algorithms import autoflip
+from autoflip_jax.data import batching
 
 MARGIN = 0.8   # the share of the available memory a program may plan to use
 MIB = 2 ** 20
@@ -70,7 +71,7 @@ def _sds(shape, dtype) -> jax.ShapeDtypeStruct:
 def _client_data(setup, clients: int, lead: tuple = ()):
   """ShapeDtypeStructs of `clients` clients padded to the dataset's largest client."""
   pack = setup.pack
-  dtype = np.int32 if np.issubdtype(setup.dataset.client_x[0].dtype, np.integer) else np.float32
+  dtype = batching.packed_dtype(np.asarray(setup.dataset.client_x[0]).dtype)
   lead = lead + (clients, pack.max_steps, pack.batch_size)
   return local.ClientData(_sds(lead + tuple(setup.dataset.input_shape), dtype),
                           _sds(lead, jnp.int32), _sds(lead, jnp.bool_))

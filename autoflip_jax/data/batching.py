@@ -41,7 +41,7 @@ def steps_for(sizes: Sequence[int] | np.ndarray, batch_size: int) -> int:
   return max(1, -(-largest // batch_size))
 
 
-def _packed_dtype(dtype: np.dtype) -> type:
+def packed_dtype(dtype: np.dtype) -> type:
   """float32 for floating or boolean inputs, int32 for integer ones."""
   return np.int32 if np.issubdtype(dtype, np.integer) else np.float32
 
@@ -77,7 +77,7 @@ def pack_clients(xs: list[np.ndarray], ys: list[np.ndarray], batch_size: int,
   if not xs:
     raise ValueError('pack_clients needs at least one client.')
   feature_shape = tuple(np.shape(xs[0])[1:])
-  x_dtype = _packed_dtype(np.asarray(xs[0]).dtype)
+  x_dtype = packed_dtype(np.asarray(xs[0]).dtype)
   capacity = steps * batch_size
   num_clients = len(xs)
   x_out = np.zeros((num_clients, capacity) + feature_shape, x_dtype)
@@ -90,7 +90,7 @@ def pack_clients(xs: list[np.ndarray], ys: list[np.ndarray], batch_size: int,
       raise ValueError(
           f'Client {k} has feature shape {x.shape[1:]}, expected '
           f'{feature_shape} (from client 0).')
-    if _packed_dtype(x.dtype) != x_dtype:
+    if packed_dtype(x.dtype) != x_dtype:
       raise ValueError(
           f'Client {k} has inputs of dtype {x.dtype}, client 0 of '
           f'{np.asarray(xs[0]).dtype}: all must be floating or all integer.')
