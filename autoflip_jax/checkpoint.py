@@ -107,11 +107,12 @@ def check_workdir_config(workdir: str, config_dict: dict) -> None:
     old, new = json.loads(saved), json.loads(text)
     diff = sorted(k for k in set(old) | set(new)
                   if old.get(k) != new.get(k) and k not in LAYOUT_FIELDS)
-    if run_started(workdir) and diff:
+    started = run_started(workdir)
+    if started and diff:
       raise CheckpointError(
           f'{workdir} holds a run with a different config (fields: {", ".join(diff)}). Rerun '
           f'with the same config to resume it, or choose a new --workdir.')
-    if not run_started(workdir):
+    if not started:
       logging.info('%s: replacing the config.json of a run that never started', workdir)
   if is_writer():
     _write_atomic(path, text)

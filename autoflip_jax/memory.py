@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autoflip_jax import exploration, federated, local, masks, server
+from autoflip_jax import federated, local, masks, server
 from autoflip_jax.algorithms import autoflip
 from autoflip_jax.data import batching
 
@@ -105,10 +105,7 @@ def explore_bytes(setup, chunk: int) -> int | None:
   """Bytes of AutoFLIP's exploration over its explorers, `chunk` at a time."""
   config = setup.config
   count = len(autoflip.explorer_ids(config.num_clients, config.c_exp, config.seed))
-  fn = exploration.make_explore_fn(
-      setup.apply_fn, optimizer=config.optimizer, learning_rate=config.learning_rate,
-      epochs=config.e_exp, patience=config.patience, trajectory=config.exploration_trajectory,
-      clients_per_chunk=chunk, max_steps=config.max_local_steps)
+  fn = autoflip.explore_fn(config, setup.apply_fn, chunk)
   key = jax.eval_shape(lambda: jax.random.key(0))
   compiled = fn.lower(setup.params_like, _client_data(setup, count),
                       _sds((count,), jnp.int32), key).compile()

@@ -100,10 +100,7 @@ def explore(base):
   seed = base.seed
   params0 = setup.params0(seed)
   ids = autoflip.explorer_ids(base.num_clients, base.c_exp, seed)
-  fn = exploration.make_explore_fn(
-      setup.apply_fn, optimizer=base.optimizer, learning_rate=base.learning_rate,
-      epochs=base.e_exp, patience=base.patience, trajectory=base.exploration_trajectory,
-      clients_per_chunk=setup.clients_per_chunk, max_steps=base.max_local_steps)
+  fn = autoflip.explore_fn(base, setup.apply_fn, setup.clients_per_chunk)
   data, num_examples = setup.pack(ids)
   rng = jax.random.fold_in(jax.random.key(seed), 2)  # the runner's init key (train.start_run)
   return setup, fn(params0, data, jnp.asarray(ids), rng).sqdev, num_examples, rng

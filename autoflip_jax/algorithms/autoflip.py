@@ -243,6 +243,14 @@ def kernel_kept(mask) -> int:
   return int(sum(int(jnp.sum(m)) for m in jax.tree.leaves(mask) if masks.is_prunable(m)))
 
 
+def explore_fn(config, apply_fn, clients_per_chunk: int):
+  """The jitted exploration of `config` (`exploration.make_explore_fn` with its fields)."""
+  return exploration.make_explore_fn(
+      apply_fn, optimizer=config.optimizer, learning_rate=config.learning_rate,
+      epochs=config.e_exp, patience=config.patience, trajectory=config.exploration_trajectory,
+      clients_per_chunk=clients_per_chunk, max_steps=config.max_local_steps)
+
+
 def init(context, params0, rng, tps) -> list[Start]:
   """Exploration (one compiled program over all explorers), then one hybrid mask per Tp.
 
@@ -250,10 +258,7 @@ def init(context, params0, rng, tps) -> list[Start]:
   """
   config = context.config
   ids = explorer_ids(config.num_clients, config.c_exp, context.seed)
-  explore = exploration.make_explore_fn(
-      context.apply_fn, optimizer=config.optimizer, learning_rate=config.learning_rate,
-      epochs=config.e_exp, patience=config.patience, trajectory=config.exploration_trajectory,
-      clients_per_chunk=context.clients_per_chunk, max_steps=config.max_local_steps)
+  explore = explore_fn(config, context.apply_fn, context.clients_per_chunk)
   start = time.time()
   data, num_examples = context.pack(ids)
   result = explore(params0, data, jnp.asarray(ids), rng)
