@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autoflip_jax import federated, local, masks, server
+from autoflip_jax import local
 from autoflip_jax.algorithms import autoflip
 from autoflip_jax.data import batching
 
@@ -82,17 +82,9 @@ def round_bytes(setup, chunk: int, variants: int, variants_per_chunk: int) -> in
   config = setup.config
   cohort = config.clients_per_round
   per_variant_data = len(setup.seeds) > 1
-  fn = federated.make_variant_round_fn(
-      setup.apply_fn, num_variants=variants, optimizer=config.optimizer,
-      local_epochs=config.local_epochs, clients_per_chunk=chunk,
-      per_variant_data=per_variant_data, variants_per_chunk=variants_per_chunk,
-      server_tx=setup.server_tx, dp_clip=float(config.dp.clip),
-      dp_noise=float(config.dp.noise_multiplier), max_steps=config.max_local_steps)
-  stacked = lambda t: jax.tree.map(lambda a: _sds((variants,) + a.shape, a.dtype), t)
-  params = setup.params_like
-  opt = jax.eval_shape(lambda p: server.init(setup.server_tx, p), params)
-  state = federated.ServerState(stacked(params), stacked(masks.ones_mask(params)),
-                                _sds((variants,), jnp.int32), stacked(opt))
+  fn = setup.round_fn(variants, per_variant_data=per_variant_data, clients_per_chunk=chunk,
+                      variants_per_chunk=variants_per_chunk)
+  state = jax.eval_shape(lambda p: setup.server_state([p] * variants), setup.params_like)
   lead = (variants,) if per_variant_data else ()
   data = _client_data(setup, cohort, lead)
   ints = _sds(lead + (cohort,), jnp.int32)

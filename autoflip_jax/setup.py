@@ -79,6 +79,40 @@ class Setup:
     key = jax.random.fold_in(jax.random.key(seed), WARMUP_STREAM)
     return train(params, jax.tree.map(lambda a: a[0], data), key)
 
+  def round_fn(self, num_variants: int = 1, *, mask_fn: Callable | None = None,
+               track_grad_sq: bool = False, shrink_plan: Any = None,
+               per_variant_data: bool | None = None, clients_per_chunk: int | None = None,
+               variants_per_chunk: int | None = None, max_steps: int | None = None):
+    """The jitted round this config runs (`federated.make_variant_round_fn`): the config's
+    local optimizer, epochs, server optimizer, DP-FedAvg and step cap, this setup's layout.
+    The runner, the memory check and the benchmarks all build their round here; the keywords
+    override the layout (a benchmark's or `memory.fit`'s candidate) or add what an algorithm
+    needs (its mask rule, PruneFL's squared gradients, a shrinking plan)."""
+    config = self.config
+    pick = lambda value, default: default if value is None else value
+    return federated.make_variant_round_fn(
+        self.apply_fn, num_variants=num_variants, optimizer=config.optimizer,
+        local_epochs=config.local_epochs, mask_fn=mask_fn,
+        clients_per_chunk=pick(clients_per_chunk, self.clients_per_chunk),
+        track_grad_sq=track_grad_sq,
+        per_variant_data=pick(per_variant_data, len(self.seeds) > 1),
+        variants_per_chunk=pick(variants_per_chunk, self.variants_per_chunk),
+        server_tx=self.server_tx, dp_clip=float(config.dp.clip),
+        dp_noise=float(config.dp.noise_multiplier), shrink_plan=shrink_plan,
+        params_like=self.params_like, max_steps=pick(max_steps, config.max_local_steps))
+
+  def server_state(self, params: Sequence[PyTree],
+                   round_masks: Sequence[PyTree] | None = None) -> federated.ServerState:
+    """Round 0's server state of variants side by side: their θ0, masks (default all kept),
+    a zero round counter and the server optimizer's fresh state. New arrays on every call,
+    (`federated.stack` copies), so a caller may donate them to a round."""
+    if round_masks is None:
+      round_masks = [masks.ones_mask(p) for p in params]
+    return federated.ServerState(
+        federated.stack(params), federated.stack(round_masks),
+        jnp.zeros((len(params),), jnp.int32),
+        federated.stack([server.init(self.server_tx, p) for p in params]))
+
   def context(self, seed: int, earlier: Sequence[dict] = ()) -> Context:
     """What an algorithm may read for one training seed (`algorithms.Context`)."""
     return Context(self.config, self.apply_fn, self.units, self.positions, self.pack,

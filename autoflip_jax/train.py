@@ -46,7 +46,6 @@ import numpy as np
 
 from autoflip_jax import algorithms, checkpoint, config_checks, federated, logbook, report
 from autoflip_jax import memory, privacy, schedule, sharding, shrink
-from autoflip_jax import server as server_lib
 from autoflip_jax import setup as setup_lib
 from autoflip_jax.algorithms import Algorithm
 from autoflip_jax.data import stats
@@ -139,11 +138,7 @@ def start_run(setup: setup_lib.Setup, algorithm: Algorithm, variants: Sequence[V
     costs = logbook.cost_fields(p0, start.mask, setup.positions, setup.units)
     writer.write(logbook.initial_row(v.name, v.seed, ledger, costs))
     ledgers.append(ledger)
-  server_opt = [server_lib.init(setup.server_tx, p0) for p0 in params0]
-  server_state = federated.ServerState(federated.stack(params0),
-                                       federated.stack([s.mask for s in starts]),
-                                       jnp.zeros((len(variants),), jnp.int32),
-                                       federated.stack(server_opt))
+  server_state = setup.server_state(params0, [s.mask for s in starts])
   algo = None if starts[0].state is None else federated.stack([s.state for s in starts])
   return RunState(server_state, algo, tuple(ledgers))
 
@@ -152,14 +147,12 @@ def restore_run(setup: setup_lib.Setup, algorithm: Algorithm, variants: Sequence
                 ckpt: checkpoint.Checkpointer, round_num: int) -> RunState:
   """The run's state from its checkpoint of `round_num`."""
   k = len(variants)
-  stacked = lambda tree, dtype=None: jax.tree.map(
-      lambda p: jax.ShapeDtypeStruct((k,) + p.shape, dtype or p.dtype), tree)
-  server_opt = jax.eval_shape(lambda p: server_lib.init(setup.server_tx, p), setup.params_like)
   like = RunState(
-      federated.ServerState(stacked(setup.params_like), stacked(setup.params_like, jnp.bool_),
-                            jax.ShapeDtypeStruct((k,), jnp.int32), stacked(server_opt)),
+      jax.eval_shape(lambda p: setup.server_state([p] * k), setup.params_like),
       algorithm.state_like(setup.context(variants[0].seed), setup.params_like), ())
-  like = like._replace(algo=None if like.algo is None else stacked(like.algo))
+  if like.algo is not None:
+    like = like._replace(algo=jax.tree.map(
+        lambda p: jax.ShapeDtypeStruct((k,) + p.shape, p.dtype), like.algo))
   tree, meta = ckpt.restore(round_num, ckpt_tree(like))
   saved = [Variant(**{f: d[f] for f in ('name', 'seed', 'tp')}) for d in meta['variants']]
   if saved != list(variants):
@@ -228,14 +221,9 @@ def run_algorithm(setup: setup_lib.Setup, algorithm: Algorithm, *,
       if plan is not None:
         logging.info('[%s] rounds run the shrunk model: %s', checkpoint_name(algorithm, setup),
                      ', '.join(f'{n} {len(i)}' for n, i in plan.kept.items()))
-      round_fns[key] = federated.make_variant_round_fn(
-          setup.apply_fn, num_variants=num_variants, optimizer=config.optimizer,
-          local_epochs=config.local_epochs, mask_fn=algorithm.round_mask,
-          clients_per_chunk=setup.clients_per_chunk, track_grad_sq=algorithm.track_grad_sq,
-          per_variant_data=per_variant_data, variants_per_chunk=setup.variants_per_chunk,
-          server_tx=setup.server_tx, dp_clip=float(config.dp.clip),
-          dp_noise=float(config.dp.noise_multiplier), shrink_plan=plan,
-          params_like=setup.params_like, max_steps=config.max_local_steps)
+      round_fns[key] = setup.round_fn(
+          num_variants, mask_fn=algorithm.round_mask, track_grad_sq=algorithm.track_grad_sq,
+          per_variant_data=per_variant_data, shrink_plan=plan)
     return round_fns[key]
 
   def make_round(mask):

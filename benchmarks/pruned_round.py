@@ -33,8 +33,7 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 
-from autoflip_jax import accounting, algorithms, config_checks, federated, masks, schedule
-from autoflip_jax import server as server_lib
+from autoflip_jax import accounting, algorithms, config_checks, masks, schedule
 from autoflip_jax import setup as setup_lib
 from autoflip_jax import shrink
 from benchmarks import timing
@@ -46,12 +45,7 @@ _SEED = flags.DEFINE_integer('seed', 0, 'θ0, explorers and the cohort.')
 
 
 def _round(setup, plan):
-  config = setup.config
-  return federated.make_variant_round_fn(
-      setup.apply_fn, num_variants=1, optimizer=config.optimizer,
-      local_epochs=config.local_epochs, clients_per_chunk=setup.clients_per_chunk,
-      variants_per_chunk=setup.variants_per_chunk, server_tx=setup.server_tx,
-      shrink_plan=plan, params_like=setup.params_like)
+  return setup.round_fn(1, shrink_plan=plan)
 
 
 def main(argv):
@@ -73,10 +67,7 @@ def main(argv):
   rng = jnp.stack([jax.random.key(seed)])
   lr = jnp.float32(config.learning_rate)
 
-  def state(m):
-    return federated.ServerState(federated.stack([params0]), federated.stack([m]),
-                                 jnp.zeros((1,), jnp.int32), federated.stack([
-                                     server_lib.init(setup.server_tx, params0)]))
+  state = lambda m: setup.server_state([params0], [m])
 
   fns = {'fedavg': (_round(setup, None), dense_mask),
          'autoflip': (_round(setup, plan if plan.removes_any else None), mask),

@@ -45,7 +45,6 @@ import numpy as np
 from ml_collections import config_flags
 
 from autoflip_jax import accounting, config_checks, federated, local, masks, models, schedule
-from autoflip_jax import server as server_lib
 from autoflip_jax import setup as setup_lib
 from benchmarks import timing
 
@@ -229,16 +228,8 @@ def reference_round() -> dict:
   params0 = setup.params0(0)
   ids = schedule.sample_clients(0, 1, config.num_clients, config.clients_per_round)
   data, n = setup.pack(ids)
-  mask = masks.ones_mask(params0)
-  fn = federated.make_variant_round_fn(
-      setup.apply_fn, num_variants=1, optimizer=config.optimizer,
-      local_epochs=config.local_epochs, clients_per_chunk=setup.clients_per_chunk,
-      variants_per_chunk=setup.variants_per_chunk, server_tx=setup.server_tx)
-
-  def state():  # a fresh one per call: the round donates it
-    return federated.ServerState(
-        federated.stack([params0]), federated.stack([mask]), jnp.zeros((1,), jnp.int32),
-        federated.stack([server_lib.init(setup.server_tx, params0)]))
+  fn = setup.round_fn(1)
+  state = lambda: setup.server_state([params0])  # a fresh one per call: the round donates it
 
   args = (data, n, ids, jnp.stack([jax.random.key(0)]), jnp.float32(config.learning_rate), None)
   compiled, compile_s = aot(fn, state(), *args)

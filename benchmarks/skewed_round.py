@@ -35,8 +35,7 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
-from autoflip_jax import config_checks, federated, masks, memory, schedule
-from autoflip_jax import server as server_lib
+from autoflip_jax import config_checks, memory, schedule
 from autoflip_jax import setup as setup_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'experiments/configs/shakespeare_lstm.py',
@@ -57,16 +56,8 @@ def layout(name: str) -> dict:
   config_checks.validate_config(config)
   setup = setup_lib.resolve(config)
   params0 = setup.params0(0)
-  mask = masks.ones_mask(params0)
-  fn = federated.make_variant_round_fn(
-      setup.apply_fn, num_variants=1, optimizer=config.optimizer,
-      local_epochs=config.local_epochs, clients_per_chunk=chunk, variants_per_chunk=1,
-      server_tx=setup.server_tx, max_steps=cap)
-
-  def state():  # a fresh one per call: the round donates it
-    return federated.ServerState(
-        federated.stack([params0]), federated.stack([mask]), jnp.zeros((1,), jnp.int32),
-        federated.stack([server_lib.init(setup.server_tx, params0)]))
+  fn = setup.round_fn(1, clients_per_chunk=chunk, variants_per_chunk=1)
+  state = lambda: setup.server_state([params0])  # a fresh one per call: the round donates it
 
   sizes = np.asarray(setup.dataset.client_sizes)
   batch = setup.pack.batch_size
