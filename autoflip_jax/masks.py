@@ -113,10 +113,6 @@ def _per_unit_sum(x: jax.Array, groups: int) -> jax.Array:
   return jnp.sum(x.reshape(-1, groups, x.shape[-1] // groups), axis=(0, 1))
 
 
-def _num_units(flat, unit: Unit) -> int:
-  return flat[unit.kernel].shape[-1] // unit.groups
-
-
 SCOPES = ('layer', 'global')
 
 
@@ -188,14 +184,8 @@ def hybrid_mask(guidance: PyTree, tp, units: Sequence[Unit],
 def unit_counts(mask: PyTree, units: Sequence[Unit]) -> dict[str, tuple[int, int]]:
   """{unit layer name: (kept units, total units)}: a unit is kept while any incoming weight is."""
   flat = {k: np.asarray(v) for k, v in traverse_util.flatten_dict(mask).items()}
-  out = {}
-  for unit in units:
-    n = _num_units(flat, unit)
-    alive = np.zeros(n, bool)
-    for path in unit.kernels:
-      alive |= flat[path].reshape(-1, unit.groups, n).any(axis=(0, 1))
-    out[unit.name] = (int(alive.sum()), n)
-  return out
+  alive = {unit.name: unit.alive(flat, extras=False) for unit in units}
+  return {name: (int(a.sum()), a.size) for name, a in alive.items()}
 
 
 def jaccard(mask_a: PyTree, mask_b: PyTree) -> float:

@@ -37,7 +37,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from autoflip_jax.models.units import Unit
 
 PyTree = Any
 
@@ -47,17 +46,6 @@ class Shrunk(NamedTuple):
   params: PyTree     # numpy arrays shaped for `model`, masked values zero
   mask: PyTree       # the mask restricted to the kept units (unstructured zeros remain)
   kept: dict         # {unit layer name: original indices kept}
-
-
-def alive_units(flat_mask: dict, unit: Unit) -> np.ndarray:
-  """bool `[units]`: False where the unit is dead (no kept producer weight, bias or norm entry)."""
-  n = flat_mask[unit.kernel].shape[-1] // unit.groups
-  alive = np.zeros(n, bool)
-  for path in unit.kernels:
-    alive |= np.asarray(flat_mask[path]).reshape(-1, unit.groups, n).any(axis=(0, 1))
-  for path in unit.extras:
-    alive |= np.asarray(flat_mask[path]).reshape(-1, n).any(axis=0)
-  return alive
 
 
 class Plan(NamedTuple):
@@ -90,7 +78,7 @@ def _slices(units, mask: PyTree) -> tuple[dict, dict, dict]:
   slices: dict = {}
   alive_idx, sizes = {}, {}
   for unit in units:
-    alive = alive_units(flat_m, unit)
+    alive = unit.alive(flat_m)
     keep = np.flatnonzero(alive)
     n = alive.shape[0]
     roles = ([(p, -1) for p in unit.kernels] + [(p, 0) for p in unit.extras]

@@ -15,20 +15,27 @@ resumes: finished points are read back):
 * `private_training`: DP-FedAvg, `dp.noise_multiplier` in --training_noise, updates clipped to
   --training_clip.
 
+With `--config.seeds=0,1,2` every point trains those seeds side by side (own θ0, explorers,
+attackers, cohorts) and its row holds the mean and std over seeds; `--train_only` names the
+points that train (the rest get their masks only).
+
 The masks' Jaccard index against the clean mask (mean, no attack, no noise) needs only the
-exploration: it is run once per invocation and every point's server side (attack, clip, noise,
+exploration: it is run once per seed and every point's server side (attack, clip, noise,
 aggregation, `autoflip.server_reports` / `server_guidance`, with the run's own keys) is applied
 to it, so the Jaccard is that of the mask the point's run trains with. Accuracy and compression
 come from the runs. Writes `robustness.json` (one row per point: grid, aggregation,
 guidance_trim, attack_kind, attack_fraction, exploration_noise, training_noise, jaccard (against
 the clean mean's mask), jaccard_same_aggregation (against the same aggregation without the
-attack), test_accuracy, compression, epsilon: exploration's or training's, whichever is on;
+attack); both the mean over seeds, per seed in `*_per_seed`), test_accuracy (the final
+round's, mean over seeds; `test_accuracy_std`, `test_accuracy_per_seed`), compression,
+epsilon: exploration's or training's, whichever is on;
 `diverged` for a run that stopped on a non-finite loss), prints a table and draws
 `robustness_jaccard.png` and `accuracy_vs_epsilon.png`.
 """
 
 import json
 import os
+from typing import Any, NamedTuple
 
 from absl import app
 from absl import flags
@@ -38,6 +45,7 @@ import jax.numpy as jnp
 import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from autoflip_jax import config_checks, console, exploration, masks, privacy  # noqa: E402
@@ -62,6 +70,9 @@ _EXPLORATION_CLIP = flags.DEFINE_float('exploration_clip', 0.0,
 _TRAINING_NOISE = flags.DEFINE_list('training_noise', ['0.5', '1', '2'],
                                     'Noise multipliers of DP-FedAvg.')
 _TRAINING_CLIP = flags.DEFINE_float('training_clip', 1.0, 'Clip of the client updates.')
+_TRAIN_ONLY = flags.DEFINE_list('train_only', [],
+                                'Names of the points that train (the rest: masks only); empty: '
+                                'every point (unless --jaccard_only).')
 _JACCARD_ONLY = flags.DEFINE_bool('jaccard_only', False,
                                   'Only the masks (no training runs): seconds, not minutes.')
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -94,22 +105,27 @@ def configure(base, overrides: dict):
   return overrides_lib.apply(base, {'algorithm': 'autoflip', **overrides})
 
 
-def explore(base):
-  """The clean exploration of the base job (the one `autoflip.init` runs): (setup, reports)."""
-  setup = setup_lib.resolve(base)
-  seed = base.seed
+class Exploration(NamedTuple):
+  """One training seed's clean exploration, as the runner's `autoflip.init` runs it."""
+  seed: int
+  sqdev: Any
+  num_examples: Any
+  rng: Any
+
+
+def explore(base, setup, seed: int) -> Exploration:
   params0 = setup.params0(seed)
   ids = autoflip.explorer_ids(base.num_clients, base.c_exp, seed)
   fn = autoflip.explore_fn(base, setup.apply_fn, setup.clients_per_chunk)
   data, num_examples = setup.pack(ids)
   rng = jax.random.fold_in(jax.random.key(seed), 2)  # the runner's init key (train.start_run)
-  return setup, fn(params0, data, jnp.asarray(ids), rng).sqdev, num_examples, rng
+  return Exploration(seed, fn(params0, data, jnp.asarray(ids), rng).sqdev, num_examples, rng)
 
 
-def mask_of(config, setup, sqdev, num_examples, rng):
-  weights = num_examples if config.guidance_weighted else None
-  reports = autoflip.server_reports(config, sqdev, rng, config.seed)
-  guidance = autoflip.server_guidance(config, reports, weights, rng)
+def mask_of(config, setup, e: Exploration):
+  weights = e.num_examples if config.guidance_weighted else None
+  reports = autoflip.server_reports(config, e.sqdev, e.rng, e.seed)
+  guidance = autoflip.server_guidance(config, reports, weights, e.rng)
   return jax.jit(autoflip.mask_from_guidance(config, setup.units, config.tp))(guidance)
 
 
@@ -168,36 +184,52 @@ def main(argv):
   workdir = _WORKDIR.value
   os.makedirs(workdir, exist_ok=True)
   console.setup_console(workdir)
-  setup, sqdev, num_examples, rng = explore(base)
-  clip = _EXPLORATION_CLIP.value or 1.01 * float(jnp.max(jax.vmap(exploration.tree_norm)(sqdev)))
+  setup = setup_lib.resolve(base)
+  explorations = [explore(base, setup, seed) for seed in setup.seeds]
+  clip = _EXPLORATION_CLIP.value or 1.01 * max(
+      float(jnp.max(jax.vmap(exploration.tree_norm)(e.sqdev))) for e in explorations)
   grid = points(base, clip)
+  unknown = sorted(set(_TRAIN_ONLY.value) - {p['name'] for p in grid})
+  if unknown:
+    raise app.UsageError(f'--train_only names no point of the grid: {unknown}; the points: '
+                         f'{[p["name"] for p in grid]}')
   configs = [configure(base, p['overrides']) for p in grid]
   for config in configs:  # every point validated before any runs
     config_checks.validate_config(config)
-  clean = mask_of(base, setup, sqdev, num_examples, rng)
+  clean = [mask_of(base, setup, e) for e in explorations]
   rows = []
   for p, config in zip(grid, configs):
-    mask = mask_of(config, setup, sqdev, num_examples, rng)
-    jaccard = masks.jaccard(mask, clean)
-    # The same aggregation without the attack: what the attack alone moved.
+    # Against the clean mean's mask, and against the same aggregation without the attack (what
+    # the attack alone moved), seed by seed.
     unattacked = configure(config, {'attack.fraction': 0.0})
-    jaccard_same = masks.jaccard(mask, mask_of(unattacked, setup, sqdev, num_examples, rng))
+    jaccards, same = [], []
+    for e, clean_mask in zip(explorations, clean):
+      mask = mask_of(config, setup, e)
+      jaccards.append(masks.jaccard(mask, clean_mask))
+      same.append(masks.jaccard(mask, mask_of(unattacked, setup, e)))
     row = dict(name=p['name'], grid=p['grid'], aggregation=config.guidance_aggregation,
                attack_kind=config.attack.kind, attack_fraction=config.attack.fraction,
                exploration_noise=config.dp.exploration_noise,
-               training_noise=config.dp.noise_multiplier, jaccard=jaccard,
-               jaccard_same_aggregation=jaccard_same, guidance_trim=config.guidance_trim,
+               training_noise=config.dp.noise_multiplier, seeds=list(setup.seeds),
+               jaccard=float(np.mean(jaccards)), jaccard_per_seed=jaccards,
+               jaccard_same_aggregation=float(np.mean(same)),
+               jaccard_same_aggregation_per_seed=same, guidance_trim=config.guidance_trim,
                test_accuracy=None, compression=None, epsilon=None)
-    if not _JACCARD_ONLY.value:
+    trains = not _JACCARD_ONLY.value and (not _TRAIN_ONLY.value or p['name'] in _TRAIN_ONLY.value)
+    if trains:
       logging.info('robustness point %s', p['name'])
       try:
-        [summary] = train.train_and_evaluate(config, os.path.join(workdir, p['name']))
+        summaries = train.train_and_evaluate(config, os.path.join(workdir, p['name']))
       except FloatingPointError as e:  # a point that diverges is a result, not a crash
         logging.warning('robustness point %s diverged: %s', p['name'], e)
         row.update(diverged=True, epsilon=_epsilon(config))
       else:
-        row.update(test_accuracy=summary['test_accuracy'], compression=summary['compression'],
-                   epsilon=summary.get('epsilon', summary.get('epsilon_exploration')))
+        accuracy = [s['test_accuracy'] for s in summaries]
+        row.update(test_accuracy=float(np.mean(accuracy)),
+                   test_accuracy_std=float(np.std(accuracy)), test_accuracy_per_seed=accuracy,
+                   compression=float(np.mean([s['compression'] for s in summaries])),
+                   epsilon=summaries[0].get('epsilon',
+                                            summaries[0].get('epsilon_exploration')))
     else:
       row['epsilon'] = _epsilon(config)
     rows.append(row)
@@ -205,11 +237,11 @@ def main(argv):
     json.dump({'config': json.loads(json.dumps(base.to_dict(), default=str)),
                'exploration_clip': clip, 'rows': rows}, f, indent=2)
   fmt = lambda v, spec: '-' if v is None else format(v, spec)
-  print(f"{'point':28s} {'jaccard':>8s} {'j same agg':>10s} {'accuracy':>9s} "
-        f"{'compression':>12s} {'epsilon':>9s}")
+  print(f"{'point':28s} {'jaccard':>8s} {'j same agg':>10s} {'accuracy':>9s} {'± std':>7s} "
+        f"{'compression':>12s} {'epsilon':>9s}   (means over seeds {list(setup.seeds)})")
   for r in rows:
     print(f"{r['name']:28s} {r['jaccard']:8.4f} {r['jaccard_same_aggregation']:10.4f} "
-          f"{fmt(r['test_accuracy'], '9.4f')} "
+          f"{fmt(r['test_accuracy'], '9.4f')} {fmt(r.get('test_accuracy_std'), '7.4f')} "
           f"{fmt(r['compression'], '11.2f')}x {fmt(r['epsilon'], '9.3g')}")
   for path in plot(rows, workdir):
     logging.info('wrote %s', path)

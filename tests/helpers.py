@@ -2,6 +2,7 @@
 
 import ml_collections
 
+from experiments import overrides as overrides_lib
 from experiments.configs import default
 
 
@@ -16,10 +17,4 @@ def tiny_config(**overrides) -> ml_collections.ConfigDict:
   config.batch_size = 100
   config.e_exp = 1
   config.memory_check = False  # tests/test_memory.py checks it; here it would only add compiles
-  for key, value in overrides.items():
-    target = config
-    *parents, leaf = key.split('.')
-    for p in parents:
-      target = target[p]
-    target[leaf] = value
-  return config
+  return overrides_lib.apply(config, overrides)

@@ -51,3 +51,26 @@ def test_robustness_grid_scores_every_mask_against_the_clean_one(tmp_path):
   # DP-FedAvg leaves the mask alone (Jaccard 1) and has its own ε.
   assert training['jaccard'] == 1.0 and training['epsilon'] > 0
   assert all(r['test_accuracy'] is None for r in rows)  # --jaccard_only: no training runs
+
+
+def test_robustness_trains_the_named_points_over_seeds(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT, JAX_DISABLE_MOST_OPTIMIZATIONS='1')
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.robustness', '--config=experiments/configs/default.py',
+       f'--workdir={tmp_path}', '--fractions=0,0.5', '--aggregations=median',
+       '--train_only=attack_median_invert0.5', '--exploration_noise=', '--training_noise=',
+       '--config.e_exp=1', '--config.seeds=0,1', *TINY], cwd=ROOT, env=env, capture_output=True,
+      text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = {r['name']: r for r in json.loads((tmp_path / 'robustness.json').read_text())['rows']}
+  clean, attacked = rows['attack_median_invert0'], rows['attack_median_invert0.5']
+  assert clean['test_accuracy'] is None  # not named: its masks only
+  assert clean['jaccard_same_aggregation_per_seed'] == [1.0, 1.0]
+  # Each seed explores on its own and trains its own run; the row holds both and their mean.
+  assert attacked['seeds'] == [0, 1] and len(attacked['jaccard_per_seed']) == 2
+  assert attacked['jaccard'] == sum(attacked['jaccard_per_seed']) / 2
+  accuracy = attacked['test_accuracy_per_seed']
+  assert len(accuracy) == 2 and all(0.0 <= a <= 1.0 for a in accuracy)
+  assert abs(attacked['test_accuracy'] - sum(accuracy) / 2) < 1e-9
+  summary = json.loads((tmp_path / 'attack_median_invert0.5' / 'summary.json').read_text())
+  assert [r['seed'] for r in summary['rows']] == [0, 1]

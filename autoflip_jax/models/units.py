@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
+
 Path = tuple[str, ...]
 
 
@@ -35,6 +37,19 @@ class Unit(NamedTuple):
   def kernels(self) -> tuple[Path, ...]:
     """Every producer kernel: the unit's incoming weights are its slices of these."""
     return (self.kernel,) + tuple(self.producers)
+
+  def alive(self, flat_mask: dict, extras: bool = True) -> np.ndarray:
+    """bool `[units]` of a mask given as {path: array}: True where the unit keeps an incoming
+    weight or, with `extras`, a bias or normalisation entry. A unit with none is dead: the
+    structured counts (`masks.unit_counts`, incoming weights only) and the shrinking
+    (`shrink.plan`, extras too) remove it."""
+    n = flat_mask[self.kernel].shape[-1] // self.groups
+    alive = np.zeros(n, bool)
+    for path in self.kernels:
+      alive |= np.asarray(flat_mask[path]).reshape(-1, self.groups, n).any(axis=(0, 1))
+    for path in self.extras if extras else ():
+      alive |= np.asarray(flat_mask[path]).reshape(-1, n).any(axis=0)
+    return alive
 
 
 def get_path(tree, path: Path):
