@@ -24,7 +24,9 @@ Trustworthy exploration (docs/robustness.md), all pure transforms of the stacked
    r_k ← r_k · min(1, C / ‖r_k‖).
 3. Aggregation over the explorer axis, coordinate-wise (`aggregate`): `mean` (the reference),
    `median`, or `trimmed_mean` (the ⌊trim·K⌋ largest and smallest values of each coordinate
-   dropped, the rest averaged). Or, for private exploration, `noisy_mean`:
+   dropped, the rest averaged), or `filtered_mean` (whole explorers whose report disagrees with
+   the others are dropped, `explorer_outliers`, and the rest averaged). Or, for private
+   exploration, `noisy_mean`:
    (Σ_k r_k + N(0, (z C)² I)) / K, the Gaussian mechanism on the clipped sum.
 """
 
@@ -36,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from autoflip_jax import federated, local
-from autoflip_jax.masks import normalize, ones_mask
+from autoflip_jax.masks import is_prunable, normalize, ones_mask
 
 PyTree = Any
 
@@ -84,21 +86,63 @@ def make_explore_fn(apply_fn, *, optimizer: str, learning_rate: float, epochs: i
   return jax.jit(explore)
 
 
-AGGREGATIONS = ('mean', 'median', 'trimmed_mean')
+AGGREGATIONS = ('mean', 'median', 'trimmed_mean', 'filtered_mean')
 ATTACKS = ('invert', 'scale', 'random')
 SCALE_ATTACK = 100.0  # the `scale` attack's factor
 
 
+def _robust_z(x: jax.Array) -> jax.Array:
+  """(x − median) / (1.4826 · MAD): a z-score that a minority of outliers cannot drag."""
+  med = jnp.median(x)
+  mad = 1.4826 * jnp.median(jnp.abs(x - med))
+  return (x - med) / jnp.maximum(mad, 1e-6 * jnp.maximum(jnp.abs(med), 1e-12))
+
+
+def explorer_outliers(sqdev: PyTree, z: float = 3.0) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """bool `[explorers]`: the reports that disagree with the rest, and the two scores used.
+
+  Agreement: the correlation of an explorer's log deviations, log(r + ε_t) over every kernel
+  tensor t as one vector, with those of the coordinate-wise median report (ε_t = 1e-3 times the
+  tensor's mean report: the log tames the heavy tail, the ε the exact zeros, and no sort is
+  needed; XLA:CPU sorts 1.66M-long rows slowly). Honest explorers of non-IID clients differ,
+  but they move the same weights more than others; an `invert`ed report correlates negatively,
+  a `random` one not at all. Size: the log of the report's L2 norm (a
+  `scale`d report keeps its ranking but is far louder). An explorer is an outlier when its
+  agreement is more than `z` robust standard deviations (`_robust_z`: median and MAD over the
+  explorers) below the median agreement, or its log norm more than `z` away from the median.
+  Both scores are robust to fewer than half of the explorers attacking.
+  """
+  kernels = [d.reshape(d.shape[0], -1) for d in jax.tree.leaves(sqdev) if is_prunable(d[0])]
+  eps = [1e-3 * jnp.maximum(jnp.mean(d), 1e-30) for d in kernels]
+  logs = jnp.concatenate([jnp.log(d + e) for d, e in zip(kernels, eps)], axis=1)  # [K, P]
+  ref = jnp.concatenate([jnp.log(jnp.median(d, axis=0) + e) for d, e in zip(kernels, eps)])
+  center = lambda x: x - jnp.mean(x, axis=-1, keepdims=True)
+  logs, ref = center(logs), center(ref)
+  agreement = logs @ ref / jnp.maximum(jnp.linalg.norm(logs, axis=1) * jnp.linalg.norm(ref),
+                                       1e-30)
+  log_norm = jnp.log(jnp.maximum(jax.vmap(tree_norm)(sqdev), 1e-30))
+  outlier = (_robust_z(agreement) < -z) | (jnp.abs(_robust_z(log_norm)) > z)
+  return outlier, agreement, log_norm
+
+
 def aggregate(sqdev: PyTree, weights: jax.Array | None = None, aggregation: str = 'mean',
-              trim: float = 0.1) -> PyTree:
+              trim: float = 0.1, filter_z: float = 3.0) -> PyTree:
   """Coordinate-wise aggregate over the explorer axis (axis 0) of the reports.
 
   `mean`: the plain mean, or with `weights` ([explorers], e.g. example counts) the weighted mean
   (explorers of weight 0 are ignored). `median`: the coordinate-wise median (the mean of the two
   middle values for an even count). `trimmed_mean`: with k = ⌊trim·K⌋, each coordinate's k
   largest and k smallest values dropped and the K − 2k others averaged (trim < 0.5 keeps at
-  least one). The robust ones take no weights (`check_config` refuses the combination).
+  least one). `filtered_mean`: the plain mean over the explorers that `explorer_outliers`
+  (threshold `filter_z`) does not flag: the mean itself when none is, and of the honest ones
+  when the attackers are told apart. The robust ones take no weights (`check_config` refuses
+  the combination).
   """
+  if aggregation == 'filtered_mean':
+    outlier, _, _ = explorer_outliers(sqdev, filter_z)
+    keep = (~outlier).astype(jnp.float32)
+    keep = keep / jnp.maximum(jnp.sum(keep), 1.0)
+    return jax.tree.map(lambda d: jnp.tensordot(keep, d, axes=1), sqdev)
   if aggregation == 'median':
     return jax.tree.map(lambda d: jnp.median(d, axis=0), sqdev)
   if aggregation == 'trimmed_mean':
@@ -117,13 +161,13 @@ def aggregate(sqdev: PyTree, weights: jax.Array | None = None, aggregation: str 
 
 def guidance(sqdev: PyTree, weights: jax.Array | None = None,
              normalization: str = 'minmax', aggregation: str = 'mean',
-             trim: float = 0.1) -> PyTree:
+             trim: float = 0.1, filter_z: float = 3.0) -> PyTree:
   """Server aggregation over explorers (axis 0) of the squared deviations, normalised.
 
   `aggregate` (the mean by default: with `weights=None` every explorer counts equally, the
   reference code), then per-tensor normalisation.
   """
-  return normalize(aggregate(sqdev, weights, aggregation, trim), normalization)
+  return normalize(aggregate(sqdev, weights, aggregation, trim, filter_z), normalization)
 
 
 def tree_norm(tree: PyTree) -> jax.Array:

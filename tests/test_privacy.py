@@ -149,6 +149,9 @@ def test_accountant_logs_no_convergence_warnings(caplog):
     ({'dp.exploration_noise': 1.0, 'dp.exploration_clip': 1.0,
       'guidance_aggregation': 'median'}, r'config\.guidance_aggregation=.median.'),
     ({'guidance_trim': 0.5}, r'config\.guidance_trim=0\.5 must be a number in \[0\.0, 0\.5\)'),
+    ({'guidance_filter_z': 0.0}, r'config\.guidance_filter_z=0\.0 must be a number in \(0\.0, '),
+    ({'dp.exploration_noise': 1.0, 'dp.exploration_clip': 1.0,
+      'guidance_aggregation': 'filtered_mean'}, r'config\.guidance_aggregation=.filtered_mean.'),
     ({'guidance_aggregation': 'mode'}, r'config\.guidance_aggregation=.mode. is not one of'),
     ({'attack.fraction': 1.0}, r'config\.attack\.fraction=1\.0 must be a number in '
                                r'\[0\.0, 1\.0\)'),

@@ -54,6 +54,38 @@ def test_noisy_mean_is_sum_plus_noise_over_count():
   np.testing.assert_allclose(out.std(), 2.0 / 4, rtol=0.05)
 
 
+def _honest(k=10, seed=0):
+  """k honest-looking reports: a shared pattern of which weights move, times explorer noise."""
+  rng = np.random.default_rng(seed)
+  pattern = rng.random((40, 30)).astype(np.float32) ** 4
+  noise = rng.uniform(0.5, 1.5, (k, 40, 30)).astype(np.float32)
+  return {'k': jnp.asarray(pattern * noise), 'b': jnp.asarray(rng.random((k, 30), np.float32))}
+
+
+def test_filtered_mean_is_the_mean_without_outliers():
+  sqdev = _honest()
+  outlier, agreement, _ = exploration.explorer_outliers(sqdev)
+  assert not np.any(outlier) and np.all(np.asarray(agreement) > 0.5)
+  out = exploration.aggregate(sqdev, aggregation='filtered_mean')
+  for name in sqdev:
+    np.testing.assert_allclose(out[name], np.mean(sqdev[name], axis=0), rtol=1e-6)
+
+
+@pytest.mark.parametrize('kind', exploration.ATTACKS)
+def test_filtered_mean_drops_the_attackers_and_averages_the_rest(kind):
+  sqdev = _honest()
+  bad = jnp.asarray([3, 7])
+  attacked = exploration.attack(sqdev, bad, kind, jax.random.key(0))
+  outlier, _, _ = exploration.explorer_outliers(attacked)
+  # Inverted and random reports disagree with the others' ranking, a scaled one is too loud.
+  np.testing.assert_array_equal(np.flatnonzero(outlier), [3, 7])
+  out = exploration.aggregate(attacked, aggregation='filtered_mean')
+  honest = np.setdiff1d(np.arange(10), [3, 7])
+  for name in sqdev:
+    np.testing.assert_allclose(out[name], np.mean(np.asarray(attacked[name])[honest], axis=0),
+                               rtol=1e-5)
+
+
 def _stack(seed=0, k=4, shape=(6, 5)):
   rng = np.random.default_rng(seed)
   return {'k': jnp.asarray(rng.random((k,) + shape).astype(np.float32)),
@@ -144,7 +176,7 @@ def test_robust_aggregations_resist_an_inverting_explorer(explored):
   clean = _mask(explored)
   hurt = _mask(explored, **{'attack.fraction': 0.2})
   attacked = {'attack.fraction': 0.2}
-  for aggregation, trim in (('median', 0.1), ('trimmed_mean', 0.2)):
+  for aggregation, trim in (('median', 0.1), ('trimmed_mean', 0.2), ('filtered_mean', 0.1)):
     robust = _mask(explored, guidance_aggregation=aggregation, guidance_trim=trim, **attacked)
     clean_robust = _mask(explored, guidance_aggregation=aggregation, guidance_trim=trim)
     # One inverting explorer of five moves the mean's mask more than the robust one's.

@@ -91,6 +91,7 @@ def check_trustworthy(config) -> None:
   """The fields of private and robust exploration and of the threat simulation."""
   check_choice(config, 'guidance_aggregation', exploration.AGGREGATIONS)
   check_float(config, 'guidance_trim', 0.0, 0.5, False, True)
+  check_float(config, 'guidance_filter_z', 0.0, float('inf'), True, True)
   check_float(config, 'dp.exploration_clip', 0.0, float('inf'), False, True)
   check_float(config, 'dp.exploration_noise', 0.0, float('inf'), False, True)
   check_float(config, 'dp.delta', 0.0, 1.0, True, True)
@@ -211,7 +212,8 @@ def server_guidance(config, sqdev, weights, rng):
                                   jax.random.fold_in(rng, NOISE_KEY))
     return masks.normalize(mean, config.guidance_normalization)
   return exploration.guidance(sqdev, weights, config.guidance_normalization,
-                              config.guidance_aggregation, config.guidance_trim)
+                              config.guidance_aggregation, config.guidance_trim,
+                              config.guidance_filter_z)
 
 
 STRUCTURED_RULES = ('layer', 'global', 'share')
@@ -306,7 +308,8 @@ def make(config, units) -> Algorithm:
     weights = num_examples if config.guidance_weighted else None
     # The reports were attacked, clipped and noised once in `init` (the state holds them).
     return make_mask(exploration.guidance(sqdev, weights, config.guidance_normalization,
-                                          config.guidance_aggregation, config.guidance_trim))
+                                          config.guidance_aggregation, config.guidance_trim,
+                                          config.guidance_filter_z))
 
   def state_like(context, params0):
     return jax.tree.map(

@@ -101,9 +101,12 @@ def get_config() -> ml_collections.ConfigDict:
   # the random/magnitude controls (their kept count, when control_sparsity = 0).
   config.tp_sweep = ''
   # Robust guidance (docs/robustness.md): coordinate-wise aggregation of the explorers' reports,
-  # 'mean' (the reference), 'median' or 'trimmed_mean' (guidance_trim cut at each end).
+  # 'mean' (the reference), 'median', 'trimmed_mean' (guidance_trim cut at each end) or
+  # 'filtered_mean' (the mean of the explorers whose report agrees with the others: an explorer
+  # whose agreement or size is more than guidance_filter_z robust std devs off is dropped).
   config.guidance_aggregation = 'mean'
   config.guidance_trim = 0.1
+  config.guidance_filter_z = 3.0
 
   # Differential privacy (docs/robustness.md; ε from Google's dp-accounting). Clips of 0 = off;
   # a noise multiplier needs its clip. Exploration: each explorer's report clipped to
