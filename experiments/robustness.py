@@ -29,7 +29,9 @@ the clean mean's mask), jaccard_same_aggregation (against the same aggregation w
 attack); both the mean over seeds, per seed in `*_per_seed`), test_accuracy (the final
 round's, mean over seeds; `test_accuracy_std`, `test_accuracy_per_seed`), compression,
 epsilon: exploration's or training's, whichever is on;
-`diverged` for a run that stopped on a non-finite loss), prints a table and draws
+`attackers_per_seed` and, for `filtered_mean`, `dropped_per_seed`: the client ids of the
+attacking explorers and of those whose reports the filter left out; `diverged` for a run that
+stopped on a non-finite loss), prints a table and draws
 `robustness_jaccard.png` and `accuracy_vs_epsilon.png`.
 """
 
@@ -202,11 +204,17 @@ def main(argv):
     # Against the clean mean's mask, and against the same aggregation without the attack (what
     # the attack alone moved), seed by seed.
     unattacked = configure(config, {'attack.fraction': 0.0})
-    jaccards, same = [], []
+    jaccards, same, dropped, attacking = [], [], [], []
     for e, clean_mask in zip(explorations, clean):
       mask = mask_of(config, setup, e)
       jaccards.append(masks.jaccard(mask, clean_mask))
       same.append(masks.jaccard(mask, mask_of(unattacked, setup, e)))
+      ids = autoflip.explorer_ids(config.num_clients, config.c_exp, e.seed)
+      bad = autoflip.attackers(len(ids), config.attack.fraction, e.seed)
+      attacking.append(sorted(int(ids[i]) for i in bad))
+      if config.guidance_aggregation == 'filtered_mean':
+        reports = autoflip.server_reports(config, e.sqdev, e.rng, e.seed)
+        dropped.append(autoflip.dropped_explorers(config, reports, ids))
     row = dict(name=p['name'], grid=p['grid'], aggregation=config.guidance_aggregation,
                attack_kind=config.attack.kind, attack_fraction=config.attack.fraction,
                exploration_noise=config.dp.exploration_noise,
@@ -214,6 +222,7 @@ def main(argv):
                jaccard=float(np.mean(jaccards)), jaccard_per_seed=jaccards,
                jaccard_same_aggregation=float(np.mean(same)),
                jaccard_same_aggregation_per_seed=same, guidance_trim=config.guidance_trim,
+               attackers_per_seed=attacking, dropped_per_seed=dropped or None,
                test_accuracy=None, compression=None, epsilon=None)
     trains = not _JACCARD_ONLY.value and (not _TRAIN_ONLY.value or p['name'] in _TRAIN_ONLY.value)
     if trains:

@@ -57,13 +57,13 @@ def test_robustness_trains_the_named_points_over_seeds(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT, JAX_DISABLE_MOST_OPTIMIZATIONS='1')
   proc = subprocess.run(
       [sys.executable, '-m', 'experiments.robustness', '--config=experiments/configs/default.py',
-       f'--workdir={tmp_path}', '--fractions=0,0.5', '--aggregations=median',
-       '--train_only=attack_median_invert0.5', '--exploration_noise=', '--training_noise=',
+       f'--workdir={tmp_path}', '--fractions=0,0.5', '--aggregations=filtered_mean',
+       '--train_only=attack_filtered_mean_invert0.5', '--exploration_noise=', '--training_noise=',
        '--config.e_exp=1', '--config.seeds=0,1', *TINY], cwd=ROOT, env=env, capture_output=True,
       text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   rows = {r['name']: r for r in json.loads((tmp_path / 'robustness.json').read_text())['rows']}
-  clean, attacked = rows['attack_median_invert0'], rows['attack_median_invert0.5']
+  clean, attacked = rows['attack_filtered_mean_invert0'], rows['attack_filtered_mean_invert0.5']
   assert clean['test_accuracy'] is None  # not named: its masks only
   assert clean['jaccard_same_aggregation_per_seed'] == [1.0, 1.0]
   # Each seed explores on its own and trains its own run; the row holds both and their mean.
@@ -72,5 +72,8 @@ def test_robustness_trains_the_named_points_over_seeds(tmp_path):
   accuracy = attacked['test_accuracy_per_seed']
   assert len(accuracy) == 2 and all(0.0 <= a <= 1.0 for a in accuracy)
   assert abs(attacked['test_accuracy'] - sum(accuracy) / 2) < 1e-9
-  summary = json.loads((tmp_path / 'attack_median_invert0.5' / 'summary.json').read_text())
+  assert clean['attackers_per_seed'] == [[], []] and len(attacked['attackers_per_seed'][0]) == 2
+  summary = json.loads((tmp_path / 'attack_filtered_mean_invert0.5' / 'summary.json').read_text())
   assert [r['seed'] for r in summary['rows']] == [0, 1]
+  # The run records whom the filter left out, as the grid's masks-only pass computed it.
+  assert [r['dropped_explorers'] for r in summary['rows']] == attacked['dropped_per_seed']

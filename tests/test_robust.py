@@ -79,6 +79,9 @@ def test_filtered_mean_drops_the_attackers_and_averages_the_rest(kind):
   outlier, _, _ = exploration.explorer_outliers(attacked)
   # Inverted and random reports disagree with the others' ranking, a scaled one is too loud.
   np.testing.assert_array_equal(np.flatnonzero(outlier), [3, 7])
+  # What AutoFLIP logs and records: the dropped explorers' client ids.
+  config = tiny_config(guidance_aggregation='filtered_mean')
+  assert autoflip.dropped_explorers(config, attacked, np.arange(100, 110)) == [103, 107]
   out = exploration.aggregate(attacked, aggregation='filtered_mean')
   honest = np.setdiff1d(np.arange(10), [3, 7])
   for name in sqdev:

@@ -253,6 +253,13 @@ def explore_fn(config, apply_fn, clients_per_chunk: int):
       clients_per_chunk=clients_per_chunk, max_steps=config.max_local_steps)
 
 
+def dropped_explorers(config, reports, ids) -> list[int]:
+  """The client ids whose reports `filtered_mean` leaves out (`exploration.explorer_outliers`)."""
+  outlier, _, _ = jax.jit(exploration.explorer_outliers, static_argnums=1)(
+      reports, float(config.guidance_filter_z))
+  return [int(ids[i]) for i in np.flatnonzero(np.asarray(outlier))]
+
+
 def init(context, params0, rng, tps) -> list[Start]:
   """Exploration (one compiled program over all explorers), then one hybrid mask per Tp.
 
@@ -281,6 +288,9 @@ def init(context, params0, rng, tps) -> list[Start]:
                  chosen['epsilon_exploration'], config.dp.delta)
   if config.attack.fraction > 0:
     chosen['attackers'] = int(len(attackers(len(ids), config.attack.fraction, context.seed)))
+  if config.guidance_aggregation == 'filtered_mean':
+    chosen['dropped_explorers'] = dropped_explorers(config, reports, ids)
+    logging.info('filtered_mean dropped the reports of clients %s', chosen['dropped_explorers'])
   if target_of(config):
     tp, figure = choose_tp(guidance, params0, config=config, units=context.units,
                            positions=context.positions)
