@@ -235,7 +235,9 @@ def main(argv):
       else:
         accuracy = [s['test_accuracy'] for s in summaries]
         row.update(test_accuracy=float(np.mean(accuracy)),
-                   test_accuracy_std=float(np.std(accuracy)), test_accuracy_per_seed=accuracy,
+                   # the sample std, as the run's table and report.seed_summary give it
+                   test_accuracy_std=float(np.std(accuracy, ddof=1)) if len(accuracy) > 1
+                   else 0.0, test_accuracy_per_seed=accuracy,
                    compression=float(np.mean([s['compression'] for s in summaries])),
                    epsilon=summaries[0].get('epsilon',
                                             summaries[0].get('epsilon_exploration')))
