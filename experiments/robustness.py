@@ -59,7 +59,8 @@ from experiments import overrides as overrides_lib  # noqa: E402
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Base experiment config file.',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory holding one sub-workdir per point.')
-_AGGREGATIONS = flags.DEFINE_list('aggregations', ['mean', 'median', 'trimmed_mean'],
+_AGGREGATIONS = flags.DEFINE_list('aggregations',
+                                  ['mean', 'median', 'trimmed_mean', 'filtered_mean'],
                                   'Guidance aggregations of the attack grid.')
 _FRACTIONS = flags.DEFINE_list('fractions', ['0', '0.2'], 'Attacking explorer fractions.')
 _TRIM = flags.DEFINE_float('trim', None, 'guidance_trim of trimmed_mean (default: the config\'s).')
