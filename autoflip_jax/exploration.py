@@ -126,7 +126,8 @@ def explorer_outliers(sqdev: PyTree, z: float = 3.0) -> tuple[jax.Array, jax.Arr
 
 
 def aggregate(sqdev: PyTree, weights: jax.Array | None = None, aggregation: str = 'mean',
-              trim: float = 0.1, filter_z: float = 3.0) -> PyTree:
+              trim: float = 0.1, filter_z: float = 3.0,
+              outlier: jax.Array | None = None) -> PyTree:
   """Coordinate-wise aggregate over the explorer axis (axis 0) of the reports.
 
   `mean`: the plain mean, or with `weights` ([explorers], e.g. example counts) the weighted mean
@@ -135,11 +136,12 @@ def aggregate(sqdev: PyTree, weights: jax.Array | None = None, aggregation: str 
   largest and k smallest values dropped and the K − 2k others averaged (trim < 0.5 keeps at
   least one). `filtered_mean`: the plain mean over the explorers that `explorer_outliers`
   (threshold `filter_z`) does not flag: the mean itself when none is, and of the honest ones
-  when the attackers are told apart. The robust ones take no weights (`check_config` refuses
-  the combination).
+  when the attackers are told apart (`outlier`: its flags when already computed). The robust
+  ones take no weights (`check_config` refuses the combination).
   """
   if aggregation == 'filtered_mean':
-    outlier, _, _ = explorer_outliers(sqdev, filter_z)
+    if outlier is None:
+      outlier, _, _ = explorer_outliers(sqdev, filter_z)
     keep = (~outlier).astype(jnp.float32)
     keep = keep / jnp.maximum(jnp.sum(keep), 1.0)
     return jax.tree.map(lambda d: jnp.tensordot(keep, d, axes=1), sqdev)
@@ -161,13 +163,15 @@ def aggregate(sqdev: PyTree, weights: jax.Array | None = None, aggregation: str 
 
 def guidance(sqdev: PyTree, weights: jax.Array | None = None,
              normalization: str = 'minmax', aggregation: str = 'mean',
-             trim: float = 0.1, filter_z: float = 3.0) -> PyTree:
+             trim: float = 0.1, filter_z: float = 3.0,
+             outlier: jax.Array | None = None) -> PyTree:
   """Server aggregation over explorers (axis 0) of the squared deviations, normalised.
 
   `aggregate` (the mean by default: with `weights=None` every explorer counts equally, the
   reference code), then per-tensor normalisation.
   """
-  return normalize(aggregate(sqdev, weights, aggregation, trim, filter_z), normalization)
+  return normalize(aggregate(sqdev, weights, aggregation, trim, filter_z, outlier),
+                   normalization)
 
 
 def tree_norm(tree: PyTree) -> jax.Array:

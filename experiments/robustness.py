@@ -215,7 +215,8 @@ def main(argv):
       attacking.append(sorted(int(ids[i]) for i in bad))
       if config.guidance_aggregation == 'filtered_mean':
         reports = autoflip.server_reports(config, e.sqdev, e.rng, e.seed)
-        dropped.append(autoflip.dropped_explorers(config, reports, ids))
+        dropped.append(autoflip.dropped_explorers(autoflip.explorer_outliers(config, reports),
+                                                  ids))
     row = dict(name=p['name'], grid=p['grid'], aggregation=config.guidance_aggregation,
                attack_kind=config.attack.kind, attack_fraction=config.attack.fraction,
                exploration_noise=config.dp.exploration_noise,

@@ -81,8 +81,14 @@ def test_filtered_mean_drops_the_attackers_and_averages_the_rest(kind):
   np.testing.assert_array_equal(np.flatnonzero(outlier), [3, 7])
   # What AutoFLIP logs and records: the dropped explorers' client ids.
   config = tiny_config(guidance_aggregation='filtered_mean')
-  assert autoflip.dropped_explorers(config, attacked, np.arange(100, 110)) == [103, 107]
+  flags = autoflip.explorer_outliers(config, attacked)
+  assert autoflip.dropped_explorers(flags, np.arange(100, 110)) == [103, 107]
+  assert autoflip.explorer_outliers(tiny_config(), attacked) is None  # only for filtered_mean
   out = exploration.aggregate(attacked, aggregation='filtered_mean')
+  # The flags computed once (as AutoFLIP's init does) give the same guidance.
+  once = exploration.aggregate(attacked, aggregation='filtered_mean', outlier=flags)
+  for got, want in zip(jax.tree.leaves(once), jax.tree.leaves(out)):
+    np.testing.assert_array_equal(got, want)
   honest = np.setdiff1d(np.arange(10), [3, 7])
   for name in sqdev:
     np.testing.assert_allclose(out[name], np.mean(np.asarray(attacked[name])[honest], axis=0),

@@ -203,9 +203,9 @@ def server_reports(config, sqdev, rng, seed: int):
   return sqdev
 
 
-def server_guidance(config, sqdev, weights, rng):
+def server_guidance(config, sqdev, weights, rng, outlier=None):
   """The guidance from the server's reports: the noised mean (private exploration with a fixed
-  mask) or the configured aggregation."""
+  mask) or the configured aggregation (`outlier`: `filtered_mean`'s flags, if computed)."""
   dp = config.dp
   if dp.exploration_noise > 0 and not config.guidance_per_round:
     mean = exploration.noisy_mean(sqdev, dp.exploration_noise * dp.exploration_clip,
@@ -213,7 +213,7 @@ def server_guidance(config, sqdev, weights, rng):
     return masks.normalize(mean, config.guidance_normalization)
   return exploration.guidance(sqdev, weights, config.guidance_normalization,
                               config.guidance_aggregation, config.guidance_trim,
-                              config.guidance_filter_z)
+                              config.guidance_filter_z, outlier)
 
 
 STRUCTURED_RULES = ('layer', 'global', 'share')
@@ -253,10 +253,17 @@ def explore_fn(config, apply_fn, clients_per_chunk: int):
       clients_per_chunk=clients_per_chunk, max_steps=config.max_local_steps)
 
 
-def dropped_explorers(config, reports, ids) -> list[int]:
-  """The client ids whose reports `filtered_mean` leaves out (`exploration.explorer_outliers`)."""
+def explorer_outliers(config, reports) -> jax.Array | None:
+  """`filtered_mean`'s flags over the explorers (`exploration.explorer_outliers`), else None."""
+  if config.guidance_aggregation != 'filtered_mean':
+    return None
   outlier, _, _ = jax.jit(exploration.explorer_outliers, static_argnums=1)(
       reports, float(config.guidance_filter_z))
+  return outlier
+
+
+def dropped_explorers(outlier, ids) -> list[int]:
+  """The client ids of the explorers flagged in `outlier`."""
   return [int(ids[i]) for i in np.flatnonzero(np.asarray(outlier))]
 
 
@@ -275,7 +282,8 @@ def init(context, params0, rng, tps) -> list[Start]:
   seconds = time.time() - start
   weights = num_examples if config.guidance_weighted else None
   reports = server_reports(config, result.sqdev, rng, context.seed)
-  guidance = server_guidance(config, reports, weights, rng)
+  outlier = explorer_outliers(config, reports)  # computed once: the guidance and the log
+  guidance = server_guidance(config, reports, weights, rng, outlier)
   up, down = accounting.exploration_bytes(accounting.total_params(params0), len(ids))
   # Per-round guidance needs every client's exploration (explorers == all clients, id order).
   state = reports if config.guidance_per_round else None
@@ -288,8 +296,8 @@ def init(context, params0, rng, tps) -> list[Start]:
                  chosen['epsilon_exploration'], config.dp.delta)
   if config.attack.fraction > 0:
     chosen['attackers'] = int(len(attackers(len(ids), config.attack.fraction, context.seed)))
-  if config.guidance_aggregation == 'filtered_mean':
-    chosen['dropped_explorers'] = dropped_explorers(config, reports, ids)
+  if outlier is not None:
+    chosen['dropped_explorers'] = dropped_explorers(outlier, ids)
     logging.info('filtered_mean dropped the reports of clients %s', chosen['dropped_explorers'])
   if target_of(config):
     tp, figure = choose_tp(guidance, params0, config=config, units=context.units,
