@@ -294,6 +294,12 @@ def init(context, params0, rng, tps) -> list[Start]:
     logging.info('private exploration: noise multiplier %g, clip %g: epsilon %.4g at delta %g',
                  config.dp.exploration_noise, config.dp.exploration_clip,
                  chosen['epsilon_exploration'], config.dp.delta)
+    if config.guidance_normalization == 'minmax':
+      logging.warning(
+          'private exploration with min-max normalised guidance: the noise squeezes small, '
+          'informative tensors towards 0 and the global Tp quantile can prune them almost '
+          'entirely; guidance_normalization=robust keeps the layers balanced '
+          '(docs/robustness.md, "Private exploration and private training at full length")')
   if config.attack.fraction > 0:
     chosen['attackers'] = int(len(attackers(len(ids), config.attack.fraction, context.seed)))
   if outlier is not None:
