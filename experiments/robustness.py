@@ -125,11 +125,19 @@ def explore(base, setup, seed: int) -> Exploration:
   return Exploration(seed, fn(params0, data, jnp.asarray(ids), rng).sqdev, num_examples, rng)
 
 
-def mask_of(config, setup, e: Exploration):
+def mask_and_outliers(config, setup, e: Exploration):
+  """The point's mask, and `filtered_mean`'s flags over the explorers (else None), computed
+  once for both, as the runner's `autoflip.init` does."""
   weights = e.num_examples if config.guidance_weighted else None
   reports = autoflip.server_reports(config, e.sqdev, e.rng, e.seed)
-  guidance = autoflip.server_guidance(config, reports, weights, e.rng)
-  return jax.jit(autoflip.mask_from_guidance(config, setup.units, config.tp))(guidance)
+  outlier = autoflip.explorer_outliers(config, reports)
+  guidance = autoflip.server_guidance(config, reports, weights, e.rng, outlier)
+  mask = jax.jit(autoflip.mask_from_guidance(config, setup.units, config.tp))(guidance)
+  return mask, outlier
+
+
+def mask_of(config, setup, e: Exploration):
+  return mask_and_outliers(config, setup, e)[0]
 
 
 def _epsilon(config):
@@ -207,16 +215,14 @@ def main(argv):
     unattacked = configure(config, {'attack.fraction': 0.0})
     jaccards, same, dropped, attacking = [], [], [], []
     for e, clean_mask in zip(explorations, clean):
-      mask = mask_of(config, setup, e)
+      mask, outlier = mask_and_outliers(config, setup, e)
       jaccards.append(masks.jaccard(mask, clean_mask))
       same.append(masks.jaccard(mask, mask_of(unattacked, setup, e)))
       ids = autoflip.explorer_ids(config.num_clients, config.c_exp, e.seed)
       bad = autoflip.attackers(len(ids), config.attack.fraction, e.seed)
       attacking.append(sorted(int(ids[i]) for i in bad))
-      if config.guidance_aggregation == 'filtered_mean':
-        reports = autoflip.server_reports(config, e.sqdev, e.rng, e.seed)
-        dropped.append(autoflip.dropped_explorers(autoflip.explorer_outliers(config, reports),
-                                                  ids))
+      if outlier is not None:
+        dropped.append(autoflip.dropped_explorers(outlier, ids))
     row = dict(name=p['name'], grid=p['grid'], aggregation=config.guidance_aggregation,
                attack_kind=config.attack.kind, attack_fraction=config.attack.fraction,
                exploration_noise=config.dp.exploration_noise,
