@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from autoflip_jax import models, report
+from autoflip_jax import config_checks, models, report
 from autoflip_jax.algorithms import controls
 from experiments.configs import compare as compare_config
 from tests.helpers import tiny_config
@@ -115,3 +115,16 @@ def test_command_line_prints_the_table_and_checks_the_target(run, tmp_path):
   assert bad.returncode != 0
   assert 'config.target_accuracy=1.5 must be a number in [0.0, 1.0]' in bad.stderr
   assert not (tmp_path / 'metrics.jsonl').exists()
+
+
+@pytest.mark.parametrize('variant', ['shakespeare', 'shakespeare_medium'])
+def test_shakespeare_variants_are_valid_lstm_comparisons(variant):
+  config = compare_config.get_config(variant)
+  config_checks.validate_config(config)
+  assert config.model == 'lstm' and config.data.name == 'shakespeare'
+  assert config.algorithm.split(',') == ALGORITHMS
+  if variant == 'shakespeare_medium':  # what docs/baselines.md measured with it
+    assert (config.num_clients, config.clients_per_round, config.local_epochs,
+            config.num_rounds, tuple(config.model_config.hidden)) == (60, 5, 5, 30, (64, 64))
+  with pytest.raises(ValueError, match='shakespeare_medium'):
+    compare_config.get_config('shakespeare_large')
