@@ -37,6 +37,8 @@ def no_data(monkeypatch):
     ('learning_rate', 0.0, 'config.learning_rate=0.0'),
     ('optimizer', 'adamw', "config.optimizer='adamw'"),
     ('guidance_normalization', 'zscore', "config.guidance_normalization='zscore'"),
+    ('exploration_optimizer', 'rmsprop', "config.exploration_optimizer='rmsprop' is not one of"),
+    ('exploration_learning_rate', -0.1, 'config.exploration_learning_rate=-0.1'),
     ('structured_threshold', 0.0, 'config.structured_threshold=0.0'),
     ('structured_rule', 'layers', "config.structured_rule='layers'"),
     ('structured_tp', 1.0, 'config.structured_tp=1.0 must be a number in [0.0, 1.0)'),

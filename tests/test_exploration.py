@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from autoflip_jax import exploration, local
+from autoflip_jax.algorithms import autoflip
 from autoflip_jax.models.cnn import CNN
 from tests.linear_oracle import LIN_B, LIN_W, linear_apply
 from tests.linear_oracle import lin_clients as _lin_clients
 from tests.linear_oracle import np_grad_and_loss as _np_grad_and_loss
+from tests.helpers import tiny_config
 
 MODEL = CNN(num_classes=3, channels=(4, 8), hidden=16)
 BATCH, STEPS = 4, 2
@@ -221,3 +223,19 @@ def test_explore_key_depends_on_client_id_not_position():
   np.testing.assert_allclose(same_data[0], base[0], atol=1e-7, rtol=0)
   assert np.max(np.abs(same_data[1] - same_data[0])) > 1e-5
   assert np.max(np.abs(dev([4, 9], [0, 1], jax.random.PRNGKey(4)) - base)) > 1e-5
+
+
+def test_exploration_optimizer_overrides_the_clients_one(setup):
+  """`exploration_optimizer` / `exploration_learning_rate` set: AutoFLIP's explorers train with
+  them (SGD here, the clients Adam); unset ('' / 0): with the clients' optimizer, the paper's."""
+  params0, data, client_ids, rng, out = setup
+  config = tiny_config(optimizer='adam', learning_rate=KW['learning_rate'], e_exp=KW['epochs'],
+                       patience=KW['patience'])
+  same = autoflip.explore_fn(config, apply_fn, 0)(params0, data, client_ids, rng)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), same.sqdev, out.sqdev)
+  config.exploration_optimizer, config.exploration_learning_rate = 'sgd', 0.05
+  got = autoflip.explore_fn(config, apply_fn, 0)(params0, data, client_ids, rng)
+  want = exploration.make_explore_fn(apply_fn, **dict(KW, optimizer='sgd', learning_rate=0.05))(
+      params0, data, client_ids, rng)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got.sqdev, want.sqdev)
+  assert not np.allclose(got.sqdev['dense0']['kernel'], out.sqdev['dense0']['kernel'])

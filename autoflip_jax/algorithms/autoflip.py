@@ -54,6 +54,8 @@ def check_config(config, names) -> None:
   check_int(config, 'e_exp', 0)
   check_float(config, 'c_exp', 0.0, 1.0, True, False)
   check_int(config, 'patience', 0)
+  check_choice(config, 'exploration_optimizer', ('', 'adam', 'sgd'))
+  check_float(config, 'exploration_learning_rate', 0.0, float('inf'), False, True)
   check_choice(config, 'guidance_normalization', ('minmax', 'robust'))
   check_float(config, 'structured_threshold', 0.0, 1.0, True, False)
   check_float(config, 'structured_tp', 0.0, 1.0, False, True)
@@ -246,9 +248,12 @@ def kernel_kept(mask) -> int:
 
 
 def explore_fn(config, apply_fn, clients_per_chunk: int):
-  """The jitted exploration of `config` (`exploration.make_explore_fn` with its fields)."""
+  """The jitted exploration of `config` (`exploration.make_explore_fn` with its fields): the
+  explorers train with `exploration_optimizer` / `exploration_learning_rate`, or where those are
+  unset ('' / 0) with the clients' `optimizer` / `learning_rate`."""
   return exploration.make_explore_fn(
-      apply_fn, optimizer=config.optimizer, learning_rate=config.learning_rate,
+      apply_fn, optimizer=config.exploration_optimizer or config.optimizer,
+      learning_rate=config.exploration_learning_rate or config.learning_rate,
       epochs=config.e_exp, patience=config.patience, trajectory=config.exploration_trajectory,
       clients_per_chunk=clients_per_chunk, max_steps=config.max_local_steps)
 
