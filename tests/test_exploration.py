@@ -10,10 +10,10 @@ import pytest
 from autoflip_jax import exploration, local
 from autoflip_jax.algorithms import autoflip
 from autoflip_jax.models.cnn import CNN
+from tests.helpers import tiny_config
 from tests.linear_oracle import LIN_B, LIN_W, linear_apply
 from tests.linear_oracle import lin_clients as _lin_clients
 from tests.linear_oracle import np_grad_and_loss as _np_grad_and_loss
-from tests.helpers import tiny_config
 
 MODEL = CNN(num_classes=3, channels=(4, 8), hidden=16)
 BATCH, STEPS = 4, 2

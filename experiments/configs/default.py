@@ -76,9 +76,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.c_exp = 1.0                # fraction of clients that explore
   config.patience = 0               # exploration early stopping on training loss; 0 = off
   # The explorers' optimizer and learning rate ('' and 0 = the clients' own, the paper's rule).
-  # With Adam a weight's deviation says how steady its gradient's sign was, more than how large
-  # the gradient was; on the Shakespeare LSTM, SGD exploration gave the better mask
-  # (docs/baselines.md).
+  # On the Shakespeare LSTM, whose clients train with Adam, SGD exploration (lr 1.0) gave the
+  # better mask (docs/baselines.md).
   config.exploration_optimizer = ''
   config.exploration_learning_rate = 0.0
   config.exploration_trajectory = False  # sum deviations over epochs instead of the final one
