@@ -7,7 +7,7 @@ running something else than asked.
 
 from __future__ import annotations
 
-from autoflip_jax import algorithms, models, server
+from autoflip_jax import algorithms, masks, models, server
 from autoflip_jax import data as data_lib
 from autoflip_jax.fields import check_choice as _choice
 from autoflip_jax.fields import check_float as _float
@@ -91,6 +91,7 @@ def validate_config(config) -> None:
   _float(config, 'server_b2', 0.0, 1.0, False, True)
   _float(config, 'server_eps', 0.0, float('inf'), True, True)
   _int(config, 'warmup_epochs', 0)
+  _choice(config, 'sparse_init', masks.SPARSE_INITS)
   _float(config, 'dp.clip', 0.0, float('inf'), False, True)
   _float(config, 'dp.noise_multiplier', 0.0, float('inf'), False, True)
   _float(config, 'dp.delta', 0.0, 1.0, True, True)

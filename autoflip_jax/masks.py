@@ -61,6 +61,35 @@ def apply_mask(tree: PyTree, mask: PyTree) -> PyTree:
   return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), tree, mask)
 
 
+SPARSE_INITS = ('', 'fan_in')
+
+
+@jax.jit
+def rescale_fan_in(params: PyTree, mask: PyTree) -> PyTree:
+  """θ0 rescaled for the mask it will train under (`config.sparse_init='fan_in'`).
+
+  Every kernel (a leaf whose name ends in `kernel`: dense, conv, LSTM input and recurrent
+  kernels) has each output column multiplied by sqrt(n / n_kept), n its fan-in (every axis but
+  the last) and n_kept the inputs the mask keeps in that column, so a column's pre-activation
+  variance at initialisation is what its initialiser meant for the full fan-in (the sparse
+  initialisation of Evci et al. 2022, "Gradient flow in sparse neural networks and how lottery
+  tickets win"). Columns that keep every input, or none, are unchanged (a factor of exactly 1);
+  an all-kept mask returns θ0 bit for bit. Embeddings and 1-D parameters are untouched.
+  """
+  flat_p = traverse_util.flatten_dict(params)
+  flat_m = traverse_util.flatten_dict(mask)
+  out = {}
+  for path, p in flat_p.items():
+    if p.ndim < 2 or not str(path[-1]).endswith('kernel'):
+      out[path] = p
+      continue
+    fan_in = p.size // p.shape[-1]
+    kept = jnp.sum(flat_m[path].reshape(-1, p.shape[-1]).astype(jnp.float32), axis=0)
+    scale = jnp.where(kept > 0, jnp.sqrt(fan_in / jnp.maximum(kept, 1.0)), 1.0)
+    out[path] = (p * scale).astype(p.dtype)
+  return traverse_util.unflatten_dict(out)
+
+
 @functools.partial(jax.jit, static_argnames='method')
 def normalize(guidance: PyTree, method: str = 'minmax') -> PyTree:
   """Per-tensor normalisation of the guidance (AUTOFLIP.md §1).

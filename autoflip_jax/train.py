@@ -50,7 +50,7 @@ from autoflip_jax import setup as setup_lib
 from autoflip_jax.algorithms import Algorithm
 from autoflip_jax.data import stats
 from autoflip_jax.logbook import Ledger
-from autoflip_jax.masks import apply_mask
+from autoflip_jax.masks import apply_mask, rescale_fan_in
 
 PyTree = Any
 SWEEP_CHECKPOINT = 'autoflip_sweep'  # checkpoints/<this>: a Tp sweep's stacked state
@@ -128,6 +128,8 @@ def start_run(setup: setup_lib.Setup, algorithm: Algorithm, variants: Sequence[V
                          jax.random.fold_in(jax.random.key(seed), 2), tps)
     for i, start in zip(idx, out):
       params0[i], starts[i] = p0, start
+      if setup.config.sparse_init == 'fan_in':
+        params0[i] = rescale_fan_in(p0, start.mask)  # sparse initialisation: θ0 only
   ledgers = []
   for v, p0, start in zip(variants, params0, starts):
     if start.info:

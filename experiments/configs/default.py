@@ -69,6 +69,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Warm start: train θ0 for this many epochs on one client (fixed by the seed) before anything
   # else; every algorithm of the run starts from that θ0 (the reference code warms up 1 epoch).
   config.warmup_epochs = 0
+  # Sparse initialisation: 'fan_in' multiplies each kept kernel column of θ0 by
+  # sqrt(fan-in / kept fan-in) of the algorithm's starting mask, so a pruned layer starts with
+  # the activation scale its initialiser meant (Evci et al. 2022); '' = θ0 as initialised, only
+  # masked (the paper and the reference code). Dense runs (FedAvg) are unchanged either way.
+  config.sparse_init = ''
 
   # AutoFLIP: exploration and the hybrid mask.
   config.tp = 0.3                   # global guidance quantile: weights at or below it are pruned
