@@ -7,7 +7,7 @@ running something else than asked.
 
 from __future__ import annotations
 
-from autoflip_jax import algorithms, masks, models, server
+from autoflip_jax import algorithms, local, masks, models, server
 from autoflip_jax import data as data_lib
 from autoflip_jax.fields import check_choice as _choice
 from autoflip_jax.fields import check_float as _float
@@ -83,7 +83,7 @@ def validate_config(config) -> None:
     raise ValueError(f'config.memory_check={config.memory_check!r} must be True or False')
   _float(config, 'learning_rate', 0.0, float('inf'), True, True)
   _float(config, 'lr_decay', 0.0, 1.0, True, False)
-  _choice(config, 'optimizer', ('adam', 'sgd'))
+  _choice(config, 'optimizer', local.OPTIMIZERS)
   _choice(config, 'server_optimizer', server.OPTIMIZERS)
   _float(config, 'server_learning_rate', 0.0, float('inf'), True, True)
   _float(config, 'server_momentum', 0.0, 1.0, False, True)

@@ -41,13 +41,16 @@ class TrainOutput(NamedTuple):
   grad_sq: PyTree = ()    # sum over steps of the squared (unmasked) gradients if tracked, else ()
 
 
+OPTIMIZERS = ('adam', 'sgd')  # the clients' (and explorers') optimizers
+
+
 def make_optimizer(name: str, learning_rate) -> optax.GradientTransformation:
   """The client optimizer. `learning_rate` may be a traced scalar (per-round decay, no retrace)."""
   if name == 'adam':
     return optax.adam(learning_rate)
   if name == 'sgd':
     return optax.sgd(learning_rate)
-  raise ValueError(f'config.optimizer={name!r} is not one of (\'adam\', \'sgd\')')
+  raise ValueError(f'config.optimizer={name!r} is not one of {OPTIMIZERS}')
 
 
 def cross_entropy(apply_fn: ApplyFn, params: PyTree, x, y, valid) -> tuple[jax.Array, jax.Array]:

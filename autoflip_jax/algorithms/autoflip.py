@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autoflip_jax import accounting, exploration, masks, privacy
+from autoflip_jax import accounting, exploration, local, masks, privacy
 from autoflip_jax.fields import check_choice, check_float, check_int
 from autoflip_jax.algorithms.base import Algorithm, Start
 
@@ -54,7 +54,7 @@ def check_config(config, names) -> None:
   check_int(config, 'e_exp', 0)
   check_float(config, 'c_exp', 0.0, 1.0, True, False)
   check_int(config, 'patience', 0)
-  check_choice(config, 'exploration_optimizer', ('', 'adam', 'sgd'))
+  check_choice(config, 'exploration_optimizer', ('',) + local.OPTIMIZERS)
   check_float(config, 'exploration_learning_rate', 0.0, float('inf'), False, True)
   check_choice(config, 'guidance_normalization', ('minmax', 'robust'))
   check_float(config, 'structured_threshold', 0.0, 1.0, True, False)
