@@ -3,11 +3,16 @@
   python -m experiments.robustness --config=experiments/configs/default.py \
       --workdir=runs/robustness --config.num_rounds=5
 
-Three grids on the config's job (AutoFLIP alone), every point in its own sub-workdir (a rerun
+Four grids on the config's job (AutoFLIP alone), every point in its own sub-workdir (a rerun
 resumes: finished points are read back):
 
 * `attack`: `attack.kind` in --kind (repeatable) × `guidance_aggregation` in --aggregations ×
   `attack.fraction` in --fractions (trimmed mean's `guidance_trim` = --trim).
+* `label_noise`: `data.label_noise` in --label_noise × `guidance_aggregation` in --aggregations:
+  that fraction of the clients train and explore on permuted labels (empty by default). Each
+  level explores again on its noisy data; the row's attack_kind is 'label_noise', its
+  attack_fraction the level, `noisy_explorers_per_seed` the mislabelled explorers, and its
+  jaccard_same_aggregation compares with the same aggregation on clean data.
 * `private_exploration`: `dp.exploration_noise` in --exploration_noise (mean aggregation), each
   report clipped to --exploration_clip (0: 1.01 × the largest clean report's norm, so nothing is
   clipped; that choice looks at the data and is not itself private: a deployment fixes the clip
@@ -51,6 +56,7 @@ import numpy as np  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from autoflip_jax import config_checks, console, exploration, masks, privacy  # noqa: E402
+from autoflip_jax import data as data_lib  # noqa: E402
 from autoflip_jax import setup as setup_lib  # noqa: E402
 from autoflip_jax import train  # noqa: E402
 from autoflip_jax.algorithms import autoflip  # noqa: E402
@@ -66,6 +72,9 @@ _FRACTIONS = flags.DEFINE_list('fractions', ['0', '0.2'], 'Attacking explorer fr
 _TRIM = flags.DEFINE_float('trim', None, 'guidance_trim of trimmed_mean (default: the config\'s).')
 _KINDS = flags.DEFINE_multi_enum('kind', ['invert'], list(exploration.ATTACKS),
                                  'The attack(s) of the attack grid (repeat the flag for several).')
+_LABEL_NOISE = flags.DEFINE_list('label_noise', [],
+                                 'Fractions of the clients with permuted labels '
+                                 '(data.label_noise), each × --aggregations.')
 _EXPLORATION_NOISE = flags.DEFINE_list('exploration_noise', ['1', '4'],
                                        'Noise multipliers of private exploration.')
 _EXPLORATION_CLIP = flags.DEFINE_float('exploration_clip', 0.0,
@@ -94,6 +103,12 @@ def points(base, clip: float) -> list[dict]:
                                    'attack.fraction': fraction,
                                    'guidance_trim': base.guidance_trim if _TRIM.value is None
                                    else _TRIM.value}))
+  for fraction in (float(f) for f in _LABEL_NOISE.value):
+    for agg in _AGGREGATIONS.value:
+      out.append(dict(name=f'labels_{agg}{fraction:g}', grid='label_noise',
+                      overrides={'guidance_aggregation': agg, 'data.label_noise': fraction,
+                                 'guidance_trim': base.guidance_trim if _TRIM.value is None
+                                 else _TRIM.value}))
   for z in (float(v) for v in _EXPLORATION_NOISE.value):
     out.append(dict(name=f'explore_noise{z:g}', grid='private_exploration',
                     overrides={'dp.exploration_clip': clip, 'dp.exploration_noise': z}))
@@ -149,7 +164,7 @@ def _epsilon(config):
 
 def plot(rows: list[dict], workdir: str) -> list[str]:
   paths = []
-  attack = [r for r in rows if r['grid'] == 'attack']
+  attack = [r for r in rows if r['grid'] in ('attack', 'label_noise')]
   if attack:
     fig, ax = plt.subplots(figsize=(6, 4))
     for agg in dict.fromkeys(r['aggregation'] for r in attack):
@@ -158,7 +173,7 @@ def plot(rows: list[dict], workdir: str) -> list[str]:
                      if r['aggregation'] == agg and (r['attack_kind'] == kind
                                                      or r['attack_fraction'] == 0))
         ax.plot(*zip(*pts), marker='o', label=f'{agg}, {kind}')
-    ax.set_xlabel('fraction of explorers attacking')
+    ax.set_xlabel('fraction of explorers attacking (label_noise: of clients mislabelled)')
     ax.set_ylabel('Jaccard with the clean mask')
     ax.legend()
     paths.append(os.path.join(workdir, 'robustness_jaccard.png'))
@@ -200,6 +215,16 @@ def main(argv):
   clip = _EXPLORATION_CLIP.value or 1.01 * max(
       float(jnp.max(jax.vmap(exploration.tree_norm)(e.sqdev))) for e in explorations)
   grid = points(base, clip)
+  # Label noise changes the data, so those points explore again, once per noise level.
+  noisy = {}  # label_noise -> (setup, explorations)
+  for p in grid:
+    fraction = p['overrides'].get('data.label_noise')
+    if fraction is not None and fraction not in noisy:
+      noisy_config = configure(base, {'data.label_noise': fraction})
+      config_checks.validate_config(noisy_config)
+      noisy_setup = setup_lib.resolve(noisy_config)
+      noisy[fraction] = noisy_setup, [explore(noisy_config, noisy_setup, seed)
+                                      for seed in noisy_setup.seeds]
   unknown = sorted(set(_TRAIN_ONLY.value) - {p['name'] for p in grid})
   if unknown:
     raise app.UsageError(f'--train_only names no point of the grid: {unknown}; the points: '
@@ -212,19 +237,26 @@ def main(argv):
   for p, config in zip(grid, configs):
     # Against the clean mean's mask, and against the same aggregation without the attack (what
     # the attack alone moved), seed by seed.
-    unattacked = configure(config, {'attack.fraction': 0.0})
-    jaccards, same, dropped, attacking = [], [], [], []
-    for e, clean_mask in zip(explorations, clean):
-      mask, outlier = mask_and_outliers(config, setup, e)
+    unattacked = configure(config, {'attack.fraction': 0.0, 'data.label_noise': 0.0})
+    label_noise = config.data.label_noise
+    point_setup, point_explorations = noisy.get(label_noise, (setup, explorations))
+    mislabelled = data_lib.noisy_clients(config.num_clients, label_noise, config.seed)
+    jaccards, same, dropped, attacking, noisy_explorers = [], [], [], [], []
+    for e, e_clean, clean_mask in zip(point_explorations, explorations, clean):
+      mask, outlier = mask_and_outliers(config, point_setup, e)
       jaccards.append(masks.jaccard(mask, clean_mask))
-      same.append(masks.jaccard(mask, mask_of(unattacked, setup, e)))
+      same.append(masks.jaccard(mask, mask_of(unattacked, setup, e_clean)))
       ids = autoflip.explorer_ids(config.num_clients, config.c_exp, e.seed)
       bad = autoflip.attackers(len(ids), config.attack.fraction, e.seed)
       attacking.append(sorted(int(ids[i]) for i in bad))
+      noisy_explorers.append(sorted(int(i) for i in ids if int(i) in mislabelled))
       if outlier is not None:
         dropped.append(autoflip.dropped_explorers(outlier, ids))
     row = dict(name=p['name'], grid=p['grid'], aggregation=config.guidance_aggregation,
-               attack_kind=config.attack.kind, attack_fraction=config.attack.fraction,
+               # a label-noise point's threat is its mislabelled clients, not an attack
+               attack_kind='label_noise' if label_noise else config.attack.kind,
+               attack_fraction=label_noise or config.attack.fraction, label_noise=label_noise,
+               noisy_explorers_per_seed=noisy_explorers if label_noise else None,
                exploration_noise=config.dp.exploration_noise,
                training_noise=config.dp.noise_multiplier, seeds=list(setup.seeds),
                jaccard=float(np.mean(jaccards)), jaccard_per_seed=jaccards,

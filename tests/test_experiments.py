@@ -77,3 +77,25 @@ def test_robustness_trains_the_named_points_over_seeds(tmp_path):
   assert [r['seed'] for r in summary['rows']] == [0, 1]
   # The run records whom the filter left out, as the grid's masks-only pass computed it.
   assert [r['dropped_explorers'] for r in summary['rows']] == attacked['dropped_per_seed']
+
+
+def test_robustness_label_noise_explores_on_the_noisy_data(tmp_path):
+  from autoflip_jax import data as data_lib  # noqa: PLC0415
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT, JAX_DISABLE_MOST_OPTIMIZATIONS='1')
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.robustness', '--config=experiments/configs/default.py',
+       f'--workdir={tmp_path}', '--jaccard_only', '--fractions=0', '--aggregations=mean',
+       '--label_noise=0.5', '--exploration_noise=', '--training_noise=', '--config.e_exp=1',
+       *TINY], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = json.loads((tmp_path / 'robustness.json').read_text())['rows']
+  assert [(r['grid'], r['attack_kind'], r['attack_fraction']) for r in rows] == [
+      ('attack', 'invert', 0.0), ('label_noise', 'label_noise', 0.5)]
+  clean, noisy = rows
+  assert clean['jaccard'] == 1.0 and clean['noisy_explorers_per_seed'] is None
+  # Half the clients mislabelled: the exploration moves, so does the mask.
+  assert noisy['jaccard'] < 1.0 and noisy['jaccard'] == noisy['jaccard_same_aggregation']
+  config = json.loads((tmp_path / 'robustness.json').read_text())['config']
+  mislabelled = set(data_lib.noisy_clients(config['num_clients'], 0.5, config['seed']))
+  assert noisy['noisy_explorers_per_seed'][0]
+  assert set(noisy['noisy_explorers_per_seed'][0]) <= mislabelled

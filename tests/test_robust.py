@@ -135,6 +135,10 @@ def test_label_noise_permutes_the_chosen_clients_classes():
   noisy = loader.load(data_config(label_noise=0.3), 10, 0)
   changed = [k for k in range(10) if not np.array_equal(clean.client_y[k], noisy.client_y[k])]
   assert 1 <= len(changed) <= 3
+  # the ids the robustness grid reports as noisy: those 3 (a permutation may fix a client's
+  # two classes, so changed is a subset)
+  assert set(changed) <= set(loader.noisy_clients(10, 0.3, 0))
+  assert len(loader.noisy_clients(10, 0.3, 0)) == 3
   for k in changed:  # a consistent class mapping: same examples, one label per old label
     pairs = set(zip(clean.client_y[k].tolist(), noisy.client_y[k].tolist()))
     assert len(pairs) == len(set(clean.client_y[k].tolist()))

@@ -20,9 +20,10 @@ from autoflip_jax.data.batching import pack_clients
 from autoflip_jax.data.batching import steps_for
 from autoflip_jax.data.loader import FederatedDataset
 from autoflip_jax.data.loader import load
+from autoflip_jax.data.loader import noisy_clients
 from autoflip_jax.data.loader import validate
 from autoflip_jax.data.sources import NAMES as DATASETS
 
 __all__ = ('ClientBatch', 'DATASETS', 'DatasetNotFoundError',
-           'FederatedDataset', 'MalformedDataError', 'embedded', 'load',
+           'FederatedDataset', 'MalformedDataError', 'embedded', 'load', 'noisy_clients',
            'pack_clients', 'sources', 'steps_for', 'validate')

@@ -272,12 +272,23 @@ def load(data_config: Any, num_clients: int, seed: int) -> FederatedDataset:
       client_names=names)
 
 
+def _draw_noisy(num_clients: int, fraction: float,
+                seed: int) -> tuple[np.random.Generator, np.ndarray]:
+  """The label-noise stream and the noisy client ids (sorted) it draws first."""
+  rng = np.random.default_rng([seed, LABEL_NOISE_STREAM])
+  count = int(round(fraction * num_clients))
+  return rng, np.sort(rng.permutation(num_clients)[:count])
+
+
+def noisy_clients(num_clients: int, fraction: float, seed: int) -> list[int]:
+  """The ids of the clients whose labels `load` permutes (`label_noise`), sorted."""
+  return [int(k) for k in _draw_noisy(num_clients, fraction, seed)[1]]
+
+
 def _permute_labels(client_y: list[np.ndarray], fraction: float,
                     num_classes: int, seed: int) -> list[np.ndarray]:
   """Step 5 of `load`: the noisy clients' labels through class permutations."""
-  rng = np.random.default_rng([seed, LABEL_NOISE_STREAM])
-  count = int(round(fraction * len(client_y)))
-  noisy = np.sort(rng.permutation(len(client_y))[:count])
+  rng, noisy = _draw_noisy(len(client_y), fraction, seed)
   out = list(client_y)
   for k in noisy:
     perm = rng.permutation(num_classes).astype(out[k].dtype)
