@@ -93,6 +93,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def points(base, clip: float) -> list[dict]:
   """Every grid point: its name, grid and config overrides."""
   out = []
+  trim = base.guidance_trim if _TRIM.value is None else _TRIM.value
   for kind in _KINDS.value:
     for agg in _AGGREGATIONS.value:
       for fraction in (float(f) for f in _FRACTIONS.value):
@@ -100,15 +101,14 @@ def points(base, clip: float) -> list[dict]:
           continue  # no attack: the same point for every kind
         out.append(dict(name=f'attack_{agg}_{kind}{fraction:g}', grid='attack',
                         overrides={'guidance_aggregation': agg, 'attack.kind': kind,
-                                   'attack.fraction': fraction,
-                                   'guidance_trim': base.guidance_trim if _TRIM.value is None
-                                   else _TRIM.value}))
+                                   'attack.fraction': fraction, 'guidance_trim': trim}))
   for fraction in (float(f) for f in _LABEL_NOISE.value):
+    if fraction == 0:
+      continue  # clean data: the attack grid's unattacked points
     for agg in _AGGREGATIONS.value:
       out.append(dict(name=f'labels_{agg}{fraction:g}', grid='label_noise',
                       overrides={'guidance_aggregation': agg, 'data.label_noise': fraction,
-                                 'guidance_trim': base.guidance_trim if _TRIM.value is None
-                                 else _TRIM.value}))
+                                 'guidance_trim': trim}))
   for z in (float(v) for v in _EXPLORATION_NOISE.value):
     out.append(dict(name=f'explore_noise{z:g}', grid='private_exploration',
                     overrides={'dp.exploration_clip': clip, 'dp.exploration_noise': z}))
