@@ -233,6 +233,9 @@ def main(argv):
   for config in configs:  # every point validated before any runs
     config_checks.validate_config(config)
   clean = [mask_of(base, setup, e) for e in explorations]
+  # Each aggregation's mask on the clean reports, computed once however many points share it
+  # (every attack kind and fraction, every label-noise level; a median sorts all reports).
+  unattacked_masks = {}
   rows = []
   for p, config in zip(grid, configs):
     # Against the clean mean's mask, and against the same aggregation without the attack (what
@@ -245,7 +248,10 @@ def main(argv):
     for e, e_clean, clean_mask in zip(point_explorations, explorations, clean):
       mask, outlier = mask_and_outliers(config, point_setup, e)
       jaccards.append(masks.jaccard(mask, clean_mask))
-      same.append(masks.jaccard(mask, mask_of(unattacked, setup, e_clean)))
+      key = (unattacked.to_json(), e_clean.seed)
+      if key not in unattacked_masks:
+        unattacked_masks[key] = mask_of(unattacked, setup, e_clean)
+      same.append(masks.jaccard(mask, unattacked_masks[key]))
       ids = autoflip.explorer_ids(config.num_clients, config.c_exp, e.seed)
       bad = autoflip.attackers(len(ids), config.attack.fraction, e.seed)
       attacking.append(sorted(int(ids[i]) for i in bad))
