@@ -7,7 +7,7 @@ running something else than asked.
 
 from __future__ import annotations
 
-from autoflip_jax import algorithms, local, masks, models, server
+from autoflip_jax import algorithms, federated, local, masks, models, server
 from autoflip_jax import data as data_lib
 from autoflip_jax.fields import check_choice as _choice
 from autoflip_jax.fields import check_float as _float
@@ -99,6 +99,20 @@ def validate_config(config) -> None:
     raise ValueError(f'config.dp.noise_multiplier={config.dp.noise_multiplier!r} needs '
                      f'config.dp.clip > 0 (got {config.dp.clip!r}): the noise is calibrated to '
                      f'the clip, the sensitivity of the summed client updates')
+  _choice(config, 'update_aggregation', federated.AGGREGATIONS)
+  _float(config, 'update_trim', 0.0, 0.5, False, True)
+  if config.update_aggregation != 'mean' and config.dp.clip > 0:
+    raise ValueError(f'config.update_aggregation={config.update_aggregation!r} cannot be '
+                     f'combined with DP-FedAvg (config.dp.clip={config.dp.clip!r}): its noise is '
+                     f"calibrated to the sum of the clipped updates; use 'mean' or dp.clip=0")
+  if (config.update_aggregation == 'trimmed_mean'
+      and int(config.update_trim * config.clients_per_round + 1e-4) == 0):
+    raise ValueError(f'config.update_trim={config.update_trim!r} cuts no client of a cohort of '
+                     f'config.clients_per_round={config.clients_per_round}: the trimmed mean '
+                     f'would be the plain mean; use update_trim >= '
+                     f'{1 / config.clients_per_round:.3g}')
+  _float(config, 'attack.update_fraction', 0.0, 1.0, False, True)
+  _float(config, 'attack.update_factor', -float('inf'), float('inf'), True, True)
   algorithms.validate(config, names)  # each algorithm's own fields (its module's check_config)
   _int(config, 'seed', 0)
   seed_values(config)

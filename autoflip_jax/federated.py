@@ -29,6 +29,21 @@ C, whatever its example count), not example-weighted; the noise is drawn only wh
 keeps weights, so pruned coordinates stay exactly 0. Its key is `fold_in(fold_in(rng,
 DP_NOISE_STREAM), round)`. With `dp_clip` = 0 (the default) none of this is traced: the round is
 the program it always was. The training loss and PruneFL's squared gradients are not privatised.
+
+Robust aggregation of the updates (`aggregation`, `config.update_aggregation`; Yin et al. 2018,
+"Byzantine-robust distributed learning"): instead of the example-weighted mean, the server takes
+the coordinate-wise `median` of the cohort's models, or their `trimmed_mean` (each coordinate's
+⌊trim · n⌋ largest and smallest values dropped, the rest averaged), over the n clients of the
+cohort that have examples. Both are unweighted (an order statistic has no example weights), a
+deviation from FedAvg that is the point: a few clients with wrong labels or crafted updates
+cannot pull a coordinate beyond the honest clients' values. Pruned coordinates are 0 in every
+client's model, so they stay 0. The cohort's models are kept side by side for it (cohort ×
+params floats instead of one running sum). `mean` traces none of it.
+
+Byzantine clients (threat simulation, `byzantine`: the ids of the clients that attack whenever
+they are sampled, `config.attack.update_*`): such a client sends θ_t + f · (θ_k − θ_t) instead
+of its model θ_k, f = `byzantine_factor` (−10: its update reversed and ten times larger; the
+loss it reports is its honest one). Pruned coordinates stay 0 (θ_t and θ_k are 0 there).
 """
 
 from __future__ import annotations
@@ -43,6 +58,7 @@ from autoflip_jax import local, server, shrink
 from autoflip_jax.masks import apply_mask
 
 PyTree = Any
+AGGREGATIONS = ('mean', 'median', 'trimmed_mean')
 DP_NOISE_STREAM = 0x7FFF0003  # fold_in tag of DP-FedAvg's noise key (far above any round)
 
 
@@ -80,6 +96,37 @@ def _finish(avg: PyTree, num_examples: jax.Array, mask: PyTree, fallback: PyTree
   has_data = jnp.sum(num_examples) > 0
   avg = jax.tree.map(lambda a, f: jnp.where(has_data, a, f), avg, fallback)
   return apply_mask(avg, mask)
+
+
+def robust_average(client_params: PyTree, num_examples: jax.Array, aggregation: str,
+                   trim: float = 0.0) -> PyTree:
+  """Coordinate-wise `median` or `trimmed_mean` over the leading client axis (module docstring).
+
+  Only clients with examples count: the others are sorted to the end (+inf) and the order
+  statistics are taken among the first n = their number, a count known only on the device.
+  A cohort with no examples gives zeros (the round then keeps its model: `_finish`).
+  """
+  if aggregation not in AGGREGATIONS[1:]:
+    raise ValueError(f'robust_average: aggregation={aggregation!r} is not one of {AGGREGATIONS[1:]}')
+  valid = num_examples > 0
+  n = jnp.sum(valid.astype(jnp.int32))
+  cohort = valid.shape[0]
+  # ⌊trim · n⌋ with a margin against float rounding just under an integer (trim · n = 2.9999999).
+  k = jnp.floor(trim * n.astype(jnp.float32) + 1e-4).astype(jnp.int32)
+
+  def one(p):
+    lead = (cohort,) + (1,) * (p.ndim - 1)
+    ordered = jnp.sort(jnp.where(valid.reshape(lead), p, jnp.inf), axis=0)
+    if aggregation == 'median':
+      lo = jax.lax.dynamic_index_in_dim(ordered, jnp.maximum((n - 1) // 2, 0), 0, keepdims=False)
+      hi = jax.lax.dynamic_index_in_dim(ordered, jnp.maximum(n // 2, 0), 0, keepdims=False)
+      out = 0.5 * (lo + hi)
+    else:
+      pos = jnp.arange(cohort).reshape(lead)
+      keep = (pos >= k) & (pos < n - k)
+      out = jnp.sum(jnp.where(keep, ordered, 0.0), axis=0) / jnp.maximum(n - 2 * k, 1)
+    return jnp.where(n > 0, out, jnp.zeros_like(out)).astype(p.dtype)
+  return jax.tree.map(one, client_params)
 
 
 def clip_update(update: PyTree, clip: float) -> PyTree:
@@ -146,7 +193,9 @@ def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Arr
                *, apply_fn, optimizer: str, local_epochs: int, mask_fn: Callable | None = None,
                clients_per_chunk: int = 0, track_grad_sq: bool = False,
                server_tx=None, dp_clip: float = 0.0, dp_noise: float = 0.0,
-               max_steps: int = 0) -> tuple[ServerState, RoundMetrics]:
+               max_steps: int = 0, aggregation: str = 'mean', trim: float = 0.0,
+               byzantine: tuple[int, ...] = (),
+               byzantine_factor: float = -10.0) -> tuple[ServerState, RoundMetrics]:
   """One federated round; `make_round_fn` jits it. See the module docstring.
 
   The cohort is trained in chunks of `clients_per_chunk` clients (0: all at once): a `lax.scan`
@@ -158,7 +207,15 @@ def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Arr
   FedAvg, the average itself. `dp_clip`, `dp_noise`: DP-FedAvg (module docstring; 0 = off).
   `max_steps`: `config.max_local_steps`, the cap on a client's steps per epoch (`local.train`;
   0 = none); `num_examples` are then the examples an epoch trains on (the packer caps them).
+  `aggregation`, `trim`: the robust average of the cohort's models (`robust_average`; 'mean' is
+  FedAvg's example-weighted mean). Not with DP-FedAvg (its sensitivity is the sum's).
+  `byzantine`, `byzantine_factor`: the attacking clients' ids and their update's factor (module
+  docstring; () = none, nothing traced).
   """
+  if aggregation != 'mean' and dp_clip > 0:
+    raise ValueError(f'aggregation={aggregation!r} cannot be combined with DP-FedAvg (dp_clip > 0)')
+  if aggregation not in AGGREGATIONS:
+    raise ValueError(f'aggregation={aggregation!r} is not one of {AGGREGATIONS}')
   mask = mask_fn(aux, client_ids, num_examples) if mask_fn is not None else state.mask
   global_params = apply_mask(state.params, mask)
   round_key = jax.random.fold_in(rng, state.round)
@@ -176,24 +233,34 @@ def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Arr
   split = lambda a: a.reshape((cohort // chunk, chunk) + a.shape[1:])
   weights = example_weights(num_examples)
   private = dp_clip > 0  # a Python guard: the default round traces none of DP-FedAvg's ops
+  robust = aggregation != 'mean'  # likewise: the cohort's models are kept side by side
 
   def train_chunk(totals, xs):
     d, cid, w = xs
     p, loss, gsq = vmap_clients(client, chunk)(d, cid)
+    if byzantine:  # the attackers among this chunk send θ_t + f (θ_k − θ_t)
+      f = jnp.where(jnp.isin(cid, jnp.asarray(byzantine, cid.dtype)), byzantine_factor, 1.0)
+      p = jax.tree.map(lambda q, g: g + f.reshape((-1,) + (1,) * g.ndim).astype(q.dtype)
+                       * (q - g), p, global_params)
     add = lambda t, q: t + jnp.tensordot(w, q, axes=1)
+    if robust:  # the models themselves leave the scan; the total stays zeros
+      return (totals[0], jax.tree.map(add, totals[1], gsq)), (loss, p)
     if private:  # the sum of the clipped updates Δ_k (uniform, not example-weighted)
       deltas = jax.vmap(lambda q: clip_update(
           jax.tree.map(jnp.subtract, q, global_params), dp_clip))(p)
       total = jax.tree.map(lambda t, q: t + jnp.sum(q, axis=0), totals[0], deltas)
     else:
       total = jax.tree.map(add, totals[0], p)
-    return (total, jax.tree.map(add, totals[1], gsq)), loss
+    return (total, jax.tree.map(add, totals[1], gsq)), (loss, ())
 
   zeros = jax.tree.map(jnp.zeros_like, global_params)
-  (avg, grad_sq), client_loss = jax.lax.scan(
+  (avg, grad_sq), (client_loss, models) = jax.lax.scan(
       train_chunk, (zeros, zeros if track_grad_sq else ()),
       (jax.tree.map(split, data), split(client_ids), split(weights)))
   client_loss = client_loss.reshape(cohort)
+  if robust:
+    models = jax.tree.map(lambda a: a.reshape((cohort,) + a.shape[2:]), models)
+    avg = robust_average(models, num_examples, aggregation, trim)
   if private:
     if dp_noise > 0:
       key = jax.random.fold_in(jax.random.fold_in(rng, DP_NOISE_STREAM), state.round)
@@ -211,7 +278,9 @@ def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Arr
 def make_round_fn(apply_fn, *, optimizer: str, local_epochs: int, mask_fn: Callable | None = None,
                   clients_per_chunk: int = 0, track_grad_sq: bool = False,
                   server_tx=None, wrap: Callable | None = None, dp_clip: float = 0.0,
-                  dp_noise: float = 0.0, max_steps: int = 0):
+                  dp_noise: float = 0.0, max_steps: int = 0, aggregation: str = 'mean',
+                  trim: float = 0.0, byzantine: tuple[int, ...] = (),
+                  byzantine_factor: float = -10.0):
   """Returns the jitted round `(state, data, num_examples, client_ids, rng, lr, aux)`.
 
   `wrap` decorates the Python body before jit (tests pass `chex.assert_max_traces(n=1)`). The
@@ -222,7 +291,8 @@ def make_round_fn(apply_fn, *, optimizer: str, local_epochs: int, mask_fn: Calla
                       apply_fn=apply_fn, optimizer=optimizer, local_epochs=local_epochs,
                       mask_fn=mask_fn, clients_per_chunk=clients_per_chunk,
                       track_grad_sq=track_grad_sq, server_tx=server_tx, dp_clip=dp_clip,
-                      dp_noise=dp_noise, max_steps=max_steps)
+                      dp_noise=dp_noise, max_steps=max_steps, aggregation=aggregation,
+                      trim=trim, byzantine=byzantine, byzantine_factor=byzantine_factor)
   if wrap is not None:
     body = wrap(body)
   return jax.jit(body, donate_argnums=(0,))
@@ -234,7 +304,9 @@ def make_variant_round_fn(apply_fn, *, num_variants: int, optimizer: str, local_
                           variants_per_chunk: int = 0, server_tx=None,
                           wrap: Callable | None = None, dp_clip: float = 0.0,
                           dp_noise: float = 0.0, shrink_plan: shrink.Plan | None = None,
-                          params_like: PyTree = None, max_steps: int = 0):
+                          params_like: PyTree = None, max_steps: int = 0,
+                          aggregation: str = 'mean', trim: float = 0.0,
+                          byzantine: tuple[int, ...] = (), byzantine_factor: float = -10.0):
   """The jitted round of `num_variants` runs side by side (thresholds, seeds): ONE program.
 
   Called as `(state, data, num_examples, client_ids, rng, learning_rate, aux)` where `state`,
@@ -263,7 +335,8 @@ def make_variant_round_fn(apply_fn, *, num_variants: int, optimizer: str, local_
                            local_epochs=local_epochs, mask_fn=mask_fn,
                            clients_per_chunk=clients_per_chunk, track_grad_sq=track_grad_sq,
                            server_tx=server_tx, dp_clip=dp_clip, dp_noise=dp_noise,
-                           max_steps=max_steps)
+                           max_steps=max_steps, aggregation=aggregation, trim=trim,
+                           byzantine=tuple(byzantine), byzantine_factor=byzantine_factor)
 
   def variant_round(state, data, num_examples, client_ids, rng, learning_rate, aux):
     cohort = (data, num_examples, client_ids)

@@ -26,6 +26,16 @@ from autoflip_jax.algorithms import Context
 
 PyTree = Any
 WARMUP_STREAM = 4  # fold_in tag of the warm-up's key, and numpy stream of its client
+BYZANTINE_STREAM = 6  # numpy stream of the clients that send crafted updates
+
+
+def byzantine_clients(num_clients: int, fraction: float, seed: int) -> tuple[int, ...]:
+  """The clients that send crafted updates whenever sampled (`config.attack.update_fraction`):
+  the first round(fraction · clients) of a permutation drawn from the data seed, so every
+  training seed and algorithm of a run faces the same attackers. Sorted."""
+  count = int(round(fraction * num_clients))
+  order = np.random.default_rng([seed, BYZANTINE_STREAM]).permutation(num_clients)
+  return tuple(sorted(int(k) for k in order[:count]))
 
 
 def warmup_client(num_clients: int, seed: int) -> int:
@@ -99,7 +109,11 @@ class Setup:
         variants_per_chunk=pick(variants_per_chunk, self.variants_per_chunk),
         server_tx=self.server_tx, dp_clip=float(config.dp.clip),
         dp_noise=float(config.dp.noise_multiplier), shrink_plan=shrink_plan,
-        params_like=self.params_like, max_steps=pick(max_steps, config.max_local_steps))
+        params_like=self.params_like, max_steps=pick(max_steps, config.max_local_steps),
+        aggregation=config.update_aggregation, trim=float(config.update_trim),
+        byzantine=byzantine_clients(config.num_clients, config.attack.update_fraction,
+                                    config.seed),
+        byzantine_factor=float(config.attack.update_factor))
 
   def server_state(self, params: Sequence[PyTree],
                    round_masks: Sequence[PyTree] | None = None) -> federated.ServerState:

@@ -46,6 +46,7 @@ import numpy as np
 
 from autoflip_jax import algorithms, checkpoint, config_checks, federated, logbook, report
 from autoflip_jax import memory, privacy, schedule, sharding, shrink
+from autoflip_jax import data as data_lib
 from autoflip_jax import setup as setup_lib
 from autoflip_jax.algorithms import Algorithm
 from autoflip_jax.data import stats
@@ -392,6 +393,18 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
                len(dataset.test_y), dataset.input_shape)
   if sharding.is_writer():
     stats.save_client_stats(dataset, workdir)
+  if config.data.label_noise:
+    logging.info('threat simulation: clients %s have permuted labels',
+                 data_lib.noisy_clients(config.num_clients, config.data.label_noise, config.seed))
+  byzantine = setup_lib.byzantine_clients(config.num_clients, config.attack.update_fraction,
+                                          config.seed)
+  if byzantine:
+    logging.info('threat simulation: clients %s send θ_t + %g · their update whenever sampled',
+                 list(byzantine), config.attack.update_factor)
+  if config.update_aggregation != 'mean':
+    logging.info('server aggregation of the updates: %s%s', config.update_aggregation,
+                 f' (trim {config.update_trim})' if config.update_aggregation == 'trimmed_mean'
+                 else '')
   warmup = {s: setup_lib.warmup_client(config.num_clients, s) for s in setup.seeds
             } if config.warmup_epochs else {}
   if warmup:

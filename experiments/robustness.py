@@ -269,6 +269,8 @@ def main(argv):
                jaccard_same_aggregation=float(np.mean(same)),
                jaccard_same_aggregation_per_seed=same, guidance_trim=config.guidance_trim,
                attackers_per_seed=attacking, dropped_per_seed=dropped or None,
+               # the server's aggregation of the training updates (--config.update_aggregation)
+               update_aggregation=config.update_aggregation,
                test_accuracy=None, compression=None, epsilon=None)
     trains = not _JACCARD_ONLY.value and (not _TRAIN_ONLY.value or p['name'] in _TRAIN_ONLY.value)
     if trains:

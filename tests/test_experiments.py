@@ -44,6 +44,7 @@ def test_robustness_grid_scores_every_mask_against_the_clean_one(tmp_path):
   assert [r['grid'] for r in rows] == ['attack', 'private_exploration', 'private_training']
   attacked, private, training = rows
   assert (attacked['aggregation'], attacked['attack_fraction']) == ('median', 0.5)
+  assert attacked['update_aggregation'] == 'mean'  # the training updates' aggregation
   # Half the explorers inverting their reports moves the median's mask away from the clean
   # mean's mask and from the unattacked median's.
   assert attacked['jaccard'] < 1.0 and attacked['jaccard_same_aggregation'] < 1.0

@@ -66,6 +66,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.server_b1 = 0.9            # adam / yogi
   config.server_b2 = 0.99
   config.server_eps = 1e-3          # Reddi et al.'s tau
+  # Robust aggregation of the cohort's models (docs/robustness.md; Yin et al. 2018): 'mean' (the
+  # example-weighted FedAvg), 'median' or 'trimmed_mean' (update_trim of the cohort cut at each
+  # end), coordinate-wise and unweighted, against clients with wrong labels or crafted updates.
+  config.update_aggregation = 'mean'
+  config.update_trim = 0.2
   # Warm start: train θ0 for this many epochs on one client (fixed by the seed) before anything
   # else; every algorithm of the run starts from that θ0 (the reference code warms up 1 epoch).
   config.warmup_epochs = 0
@@ -134,6 +139,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.attack = ml_collections.ConfigDict()
   config.attack.kind = 'invert'
   config.attack.fraction = 0.0
+  # Byzantine clients in training: this fraction of the clients (fixed by config.seed) send
+  # θ_t + update_factor · (their update) whenever sampled (-10: reversed, ten times larger).
+  config.attack.update_fraction = 0.0
+  config.attack.update_factor = -10.0
 
   # Baselines (docs/baselines.md, autoflip_jax/algorithms/).
   # random / magnitude controls: kernel sparsity; 0 = exactly AutoFLIP's kept kernel count
