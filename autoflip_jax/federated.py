@@ -107,11 +107,12 @@ def robust_average(client_params: PyTree, num_examples: jax.Array, aggregation: 
   A cohort with no examples gives zeros (the round then keeps its model: `_finish`).
   """
   if aggregation not in AGGREGATIONS[1:]:
-    raise ValueError(f'robust_average: aggregation={aggregation!r} is not one of {AGGREGATIONS[1:]}')
+    raise ValueError(f'robust_average: aggregation={aggregation!r} is not one of '
+                     f'{AGGREGATIONS[1:]}')
   valid = num_examples > 0
   n = jnp.sum(valid.astype(jnp.int32))
   cohort = valid.shape[0]
-  # ⌊trim · n⌋ with a margin against float rounding just under an integer (trim · n = 2.9999999).
+  # ⌊trim · n⌋, with a margin against float rounding just under an integer (2.9999999).
   k = jnp.floor(trim * n.astype(jnp.float32) + 1e-4).astype(jnp.int32)
 
   def one(p):

@@ -1,5 +1,6 @@
 """Bad input fails with a message naming the field, before any data is read or anything compiles."""
 
+import ml_collections
 import pytest
 
 import jax
@@ -95,6 +96,19 @@ def test_fedavg_alone_accepts_e_exp_zero(tmp_path):
   """e_exp=0 is only an error when AutoFLIP has to explore."""
   from autoflip_jax.config_checks import validate_config
   validate_config(tiny_config(algorithm='fedavg', e_exp=0))
+
+
+def test_norm_statistics_is_checked_before_compiling(no_data, tmp_path):
+  resnet = tiny_config(model='resnet18')
+  resnet.model_config = ml_collections.ConfigDict({'width': 4, 'norm_statistics': 'mean'})
+  with pytest.raises(ValueError, match="norm_statistics='mean' is not one of"):
+    train.train_and_evaluate(resnet, str(tmp_path))
+  cnn = tiny_config()
+  with cnn.unlocked():
+    cnn.model_config.norm_statistics = 'live'
+  with pytest.raises(ValueError, match='for the GroupNorm models'):
+    train.train_and_evaluate(cnn, str(tmp_path))
+  assert not (tmp_path / 'metrics.jsonl').exists()
 
 
 def test_share_rule_takes_no_structured_quantile():

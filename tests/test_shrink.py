@@ -305,3 +305,41 @@ def test_a_whole_run_on_shrunk_rounds_equals_masked_full_rounds(tmp_path):
     for k in FLOATS:
       if w[k] is not None:
         np.testing.assert_allclose(g[k], w[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+@pytest.mark.parametrize('name', ['resnet18', 'efficientnet_b3'])
+def test_live_norm_statistics_shrink_exactly_and_ignore_removed_channels(name):
+  # `norm_statistics='live'`: the shrunk model still computes the masked model, the unpruned
+  # model is the usual GroupNorm, and the pruned model differs from the 'zeros' one (the removed
+  # channels no longer dilute their groups).
+  base, _ = SMALL[name]
+  live = base.clone(norm_statistics='live')
+  x = example_input(name, batch=3)
+  params = random_params(base, x)
+  np.testing.assert_allclose(_apply(live, params, x), _apply(base, params, x), rtol=1e-5,
+                             atol=1e-5)
+  mask = _mask(live, _guidance(params), tp=0.3, structured_tp=0.4)
+  small = shrink.shrink(live, params, mask)
+  want = _apply(live, _masked(params, mask), x)
+  got = _apply(small.model, small.params, x)
+  np.testing.assert_allclose(got, want, atol=2e-5 * max(1.0, np.abs(want).max()))
+  assert not np.allclose(want, _apply(base, _masked(params, mask), x), atol=1e-4)
+
+
+def test_live_group_norm_is_the_group_norm_of_the_live_channels():
+  from autoflip_jax.models import layers  # noqa: PLC0415
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 4, 4, 8)).astype(np.float32))
+  removed = np.array([1, 5, 6])
+  scale = jnp.ones(8).at[removed].set(0.0)
+  x = x.at[..., removed].set(0.0)
+  out = np.asarray(layers.group_norm(x, scale, jnp.zeros(8), tuple(range(8)), 4, 2, 1e-5, True))
+  np.testing.assert_array_equal(out[..., removed], 0.0)
+  for live in ([0, 2, 3], [4, 7]):  # the live channels of each group of 4
+    g = np.asarray(x)[..., live]
+    m, v = g.mean(axis=(1, 2, 3), keepdims=True), g.var(axis=(1, 2, 3), keepdims=True)
+    np.testing.assert_allclose(out[..., live], (g - m) / np.sqrt(v + 1e-5), atol=1e-5)
+  keep = (0, 2, 3, 4, 7)
+  small = layers.group_norm(x[..., np.array(keep)], scale[np.array(keep)], jnp.zeros(5), keep, 4,
+                            2, 1e-5, True)
+  np.testing.assert_allclose(np.asarray(small), out[..., np.array(keep)], atol=1e-6)

@@ -8,8 +8,10 @@
 Sizes come from `config.model_config` (a ConfigDict or dict); every field has the paper's value
 as default, so `model_config` only names what a config changes:
   cnn:             channels (32, 64), hidden 512
-  resnet18:        width 64, norm_groups 2
-  efficientnet_b3: width_mult 1.2, depth_mult 1.4, norm_groups 2
+  resnet18:        width 64, norm_groups 2, norm_statistics 'zeros'
+  efficientnet_b3: width_mult 1.2, depth_mult 1.4, norm_groups 2, norm_statistics 'zeros'
+(`norm_statistics`: what a structurally removed channel counts for in its GroupNorm, 'zeros' or
+'live'; `layers.GroupNorm`.)
   lstm:            embed 8, hidden (256, 256), vocab_size = num_classes
 Every image model takes any `[batch, H, W, C]` input; the LSTM takes token ids `[batch, time]`.
 """
@@ -20,6 +22,7 @@ import flax.linen as nn
 
 from autoflip_jax.models.cnn import CNN
 from autoflip_jax.models.efficientnet import EfficientNet
+from autoflip_jax.models.layers import NORM_STATISTICS
 from autoflip_jax.models.lstm import LSTM
 from autoflip_jax.models.resnet import ResNet18
 from autoflip_jax.models.units import Unit, get_path
@@ -34,6 +37,14 @@ VMAP_CLIENTS_ON_CPU = ('lstm',)
 def validate(config) -> None:
   if config.model not in MODELS:
     raise ValueError(f'config.model={config.model!r} is not one of {MODELS}')
+  mc = config.get('model_config', None) if hasattr(config, 'get') else None
+  statistics = (mc or {}).get('norm_statistics', 'zeros')
+  if statistics not in NORM_STATISTICS:
+    raise ValueError(f'config.model_config.norm_statistics={statistics!r} is not one of '
+                     f'{NORM_STATISTICS}')
+  if 'norm_statistics' in (mc or {}) and config.model not in ('resnet18', 'efficientnet_b3'):
+    raise ValueError(f'config.model_config.norm_statistics is for the GroupNorm models '
+                     f'(resnet18, efficientnet_b3), not config.model={config.model!r}')
 
 
 def get_model(config, num_classes: int) -> nn.Module:
@@ -46,11 +57,13 @@ def get_model(config, num_classes: int) -> nn.Module:
                hidden=int(mc.get('hidden', 512)))
   if config.model == 'resnet18':
     return ResNet18(num_classes=num_classes, width=int(mc.get('width', 64)),
-                    norm_groups=int(mc.get('norm_groups', 2)))
+                    norm_groups=int(mc.get('norm_groups', 2)),
+                    norm_statistics=str(mc.get('norm_statistics', 'zeros')))
   if config.model == 'efficientnet_b3':
     return EfficientNet(num_classes=num_classes, width_mult=float(mc.get('width_mult', 1.2)),
                         depth_mult=float(mc.get('depth_mult', 1.4)),
-                        norm_groups=int(mc.get('norm_groups', 2)))
+                        norm_groups=int(mc.get('norm_groups', 2)),
+                        norm_statistics=str(mc.get('norm_statistics', 'zeros')))
   if config.model == 'lstm':
     return LSTM(num_classes=num_classes, vocab_size=int(mc.get('vocab_size', num_classes)),
                 embed=int(mc.get('embed', 8)), hidden=tuple(mc.get('hidden', (256, 256))))

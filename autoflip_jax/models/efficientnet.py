@@ -70,12 +70,13 @@ class MBConv(nn.Module):
   residual: bool = False
   width: int | None = None   # expanded channels present (shrunk model)
   kept: tuple[int, ...] | None = None
+  norm_statistics: str = 'zeros'  # removed expanded channels in their norms: `layers.GroupNorm`
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     width = self.expanded if self.width is None else self.width
     norm = lambda name: GroupNorm(self.norm_groups, channels=self.expanded, kept=self.kept,
-                                  name=name)
+                                  statistics=self.norm_statistics, name=name)
     y = x
     if self.expand_ratio != 1:
       y = nn.swish(norm('expand_norm')(same_conv(width, 1, 1, 'expand_conv')(y)))
@@ -99,6 +100,7 @@ class EfficientNet(nn.Module):
   depth_mult: float = 1.4
   norm_groups: int = 2
   kept_units: KeptUnits = ()
+  norm_statistics: str = 'zeros'  # what removed channels count for in their norms (GroupNorm)
 
   @property
   def stem_channels(self) -> int:
@@ -133,18 +135,18 @@ class EfficientNet(nn.Module):
     stem = unit_width(self.kept_units, 'stem', self.stem_channels)
     x = same_conv(stem, 3, 2, 'stem_conv')(x_bhwc)
     x = nn.swish(GroupNorm(self.norm_groups, channels=self.stem_channels, kept=kept('stem'),
-                           name='stem_norm')(x))
+                           statistics=self.norm_statistics, name='stem_norm')(x))
     for i, b in enumerate(self.blocks()):
       # A first block without expansion runs on the stem's (maybe shrunk) channels.
       unit = 'stem' if self._stem_is_unit() and i == 0 else b['name']
       x = MBConv(b['out'], b['expand_ratio'], b['kernel'], b['stride'], b['expanded'],
                  b['squeeze'], self.norm_groups, b['residual'],
                  width=unit_width(self.kept_units, unit, b['expanded']), kept=kept(unit),
-                 name=b['name'])(x)
+                 norm_statistics=self.norm_statistics, name=b['name'])(x)
     top = unit_width(self.kept_units, 'top', self.top_channels)
     x = same_conv(top, 1, 1, 'top_conv')(x)
     x = nn.swish(GroupNorm(self.norm_groups, channels=self.top_channels, kept=kept('top'),
-                           name='top_norm')(x))
+                           statistics=self.norm_statistics, name='top_norm')(x))
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes, kernel_init=_dense_init, name='head')(x)
 

@@ -176,11 +176,21 @@ class GroupNorm(nn.Module):
   variance divide by the original group size. That is what makes the shrunk model compute
   exactly what the masked model computes (a removed channel is zero before the norm because its
   filter is pruned, and zero after it because its scale and bias are).
+
+  `statistics`: what a removed channel counts for. 'zeros' (above): it stays in its group as
+  the zero channel of the masked model, so removing channels dilutes the group's mean and
+  variance and scales the live channels up by about sqrt(size / live channels). 'live': the
+  group's statistics are over its live channels only, what a model built that narrow would
+  compute (and, per channel, what the paper's BatchNorm does: a removed channel leaves the
+  others' normalisation alone). A channel is live when its scale or bias is nonzero (a removed
+  unit's are exactly 0 in the masked model; a trained scale is never exactly 0), so the masked
+  and the shrunk model still compute the same; an unpruned layer computes the usual GroupNorm.
   """
   num_groups: int = 2
   channels: int | None = None          # channels of the unpruned layer (default: the input's)
   kept: Sequence[int] | None = None    # original indices of the channels present
   epsilon: float = 1e-5
+  statistics: str = 'zeros'            # or 'live' (see above)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -193,16 +203,32 @@ class GroupNorm(nn.Module):
       raise ValueError(f'GroupNorm got {c} channels but {len(idx)} kept indices')
     scale = self.param('scale', nn.initializers.ones, (c,))
     bias = self.param('bias', nn.initializers.zeros, (c,))
-    return group_norm(x, scale, bias, tuple(int(i) for i in idx), size, groups, self.epsilon)
+    if self.statistics not in NORM_STATISTICS:
+      raise ValueError(f'GroupNorm statistics={self.statistics!r} is not one of {NORM_STATISTICS}')
+    return group_norm(x, scale, bias, tuple(int(i) for i in idx), size, groups, self.epsilon,
+                      self.statistics == 'live')
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6))
+NORM_STATISTICS = ('zeros', 'live')
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
 def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, kept: tuple[int, ...], size: int,
-               groups: int, epsilon: float) -> jax.Array:
+               groups: int, epsilon: float, live: bool = False) -> jax.Array:
   """`GroupNorm`'s maths: channel `k` of `x` is original channel `kept[k]`, in group
-  `kept[k] // size`; every group has `size` channels in the unpruned layer."""
+  `kept[k] // size`; every group has `size` channels in the unpruned layer. `live`: the
+  statistics over the live channels (nonzero scale or bias) only (`GroupNorm.statistics`)."""
   c = x.shape[-1]
   axes = tuple(range(1, x.ndim - 1))
+  if live:
+    onehot = np.eye(groups, dtype=np.float32)[np.asarray(kept, np.int64) // size].reshape(c, groups)
+    alive = ((scale != 0) | (bias != 0)).astype(x.dtype)                     # [c]
+    n = jnp.maximum(alive @ onehot, 1.0) * math.prod(x.shape[1:-1])          # [groups]
+    shape = (x.shape[0],) + (1,) * len(axes) + (c,)
+    mean_g = (jnp.sum(x, axes) * alive) @ onehot / n                         # [b, groups]
+    d = x - (mean_g @ onehot.T).reshape(shape)
+    var_g = (jnp.sum(d * d, axes) * alive) @ onehot / n
+    return d * jax.lax.rsqrt((var_g @ onehot.T).reshape(shape) + epsilon) * scale + bias
   if kept == tuple(range(size * groups)):
     # The unpruned layer: contiguous groups, the usual reshape (fewer ops to compile).
     xg = x.reshape(x.shape[:-1] + (groups, size))

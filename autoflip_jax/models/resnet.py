@@ -48,12 +48,14 @@ class BasicBlock(nn.Module):
   norm_groups: int
   inner: int | None = None                   # conv1's filters (shrunk model: fewer)
   kept: tuple[int, ...] | None = None        # their original indices, for the group norm
+  norm_statistics: str = 'zeros'             # norm1's removed channels: `layers.GroupNorm`
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     inner = self.features if self.inner is None else self.inner
     y = same_conv(inner, 3, self.stride, 'conv1')(x)
-    y = GroupNorm(self.norm_groups, channels=self.features, kept=self.kept, name='norm1')(y)
+    y = GroupNorm(self.norm_groups, channels=self.features, kept=self.kept,
+                  statistics=self.norm_statistics, name='norm1')(y)
     y = nn.relu(y)
     y = same_conv(self.features, 3, 1, 'conv2')(y)
     y = GroupNorm(self.norm_groups, name='norm2')(y)
@@ -69,6 +71,7 @@ class ResNet18(nn.Module):
   width: int = 64
   norm_groups: int = 2
   kept_units: KeptUnits = ()
+  norm_statistics: str = 'zeros'  # what removed inner channels count for in norm1 (GroupNorm)
 
   def block_names(self) -> list[tuple[str, int, int]]:
     """(name, channels, stride) of every BasicBlock, input to output."""
@@ -85,7 +88,8 @@ class ResNet18(nn.Module):
     for name, features, stride in self.block_names():
       x = BasicBlock(features, stride, self.norm_groups,
                      inner=unit_width(self.kept_units, name, features),
-                     kept=kept_indices(self.kept_units, name), name=name)(x)
+                     kept=kept_indices(self.kept_units, name),
+                     norm_statistics=self.norm_statistics, name=name)(x)
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes, kernel_init=lecun, name='head')(x)
 
