@@ -221,8 +221,16 @@ def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, kept: tuple[int,
   c = x.shape[-1]
   axes = tuple(range(1, x.ndim - 1))
   if live:
-    onehot = np.eye(groups, dtype=np.float32)[np.asarray(kept, np.int64) // size].reshape(c, groups)
     alive = ((scale != 0) | (bias != 0)).astype(x.dtype)                     # [c]
+    if kept == tuple(range(size * groups)):  # every channel present: the usual reshape
+      xg = x.reshape(x.shape[:-1] + (groups, size))
+      a = alive.reshape(groups, size)
+      n = jnp.maximum(jnp.sum(a, -1, keepdims=True), 1.0) * math.prod(x.shape[1:-1])
+      mean = jnp.sum(xg * a, axes + (x.ndim,), keepdims=True) / n
+      d = xg - mean
+      var = jnp.sum(d * d * a, axes + (x.ndim,), keepdims=True) / n
+      return (d * jax.lax.rsqrt(var + epsilon)).reshape(x.shape) * scale + bias
+    onehot = np.eye(groups, dtype=np.float32)[np.asarray(kept, np.int64) // size].reshape(c, groups)
     n = jnp.maximum(alive @ onehot, 1.0) * math.prod(x.shape[1:-1])          # [groups]
     shape = (x.shape[0],) + (1,) * len(axes) + (c,)
     mean_g = (jnp.sum(x, axes) * alive) @ onehot / n                         # [b, groups]
