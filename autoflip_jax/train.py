@@ -399,7 +399,7 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
   byzantine = setup_lib.byzantine_clients(config.num_clients, config.attack.update_fraction,
                                           config.seed)
   if byzantine:
-    logging.info('threat simulation: clients %s send θ_t + %g · their update whenever sampled',
+    logging.info('threat simulation: clients %s send θ_t + (%g) · their update whenever sampled',
                  list(byzantine), config.attack.update_factor)
   if config.update_aggregation != 'mean':
     logging.info('server aggregation of the updates: %s%s', config.update_aggregation,

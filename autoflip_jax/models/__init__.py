@@ -8,10 +8,11 @@
 Sizes come from `config.model_config` (a ConfigDict or dict); every field has the paper's value
 as default, so `model_config` only names what a config changes:
   cnn:             channels (32, 64), hidden 512
-  resnet18:        width 64, norm_groups 2, norm_statistics 'zeros'
-  efficientnet_b3: width_mult 1.2, depth_mult 1.4, norm_groups 2, norm_statistics 'zeros'
-(`norm_statistics`: what a structurally removed channel counts for in its GroupNorm, 'zeros' or
-'live'; `layers.GroupNorm`.)
+  resnet18:        width 64, norm_groups 2, norm_statistics 'live'
+  efficientnet_b3: width_mult 1.2, depth_mult 1.4, norm_groups 2, norm_statistics 'live'
+(`norm_statistics`: what a structurally removed channel counts for in its GroupNorm: 'live',
+the group's statistics over its live channels, or 'zeros', the removed channels counted as the
+zeros they are in the masked model, the rule before; `layers.GroupNorm`, docs/structured.md.)
   lstm:            embed 8, hidden (256, 256), vocab_size = num_classes
 Every image model takes any `[batch, H, W, C]` input; the LSTM takes token ids `[batch, time]`.
 """
@@ -38,7 +39,7 @@ def validate(config) -> None:
   if config.model not in MODELS:
     raise ValueError(f'config.model={config.model!r} is not one of {MODELS}')
   mc = config.get('model_config', None) if hasattr(config, 'get') else None
-  statistics = (mc or {}).get('norm_statistics', 'zeros')
+  statistics = (mc or {}).get('norm_statistics', 'live')
   if statistics not in NORM_STATISTICS:
     raise ValueError(f'config.model_config.norm_statistics={statistics!r} is not one of '
                      f'{NORM_STATISTICS}')
@@ -58,12 +59,12 @@ def get_model(config, num_classes: int) -> nn.Module:
   if config.model == 'resnet18':
     return ResNet18(num_classes=num_classes, width=int(mc.get('width', 64)),
                     norm_groups=int(mc.get('norm_groups', 2)),
-                    norm_statistics=str(mc.get('norm_statistics', 'zeros')))
+                    norm_statistics=str(mc.get('norm_statistics', 'live')))
   if config.model == 'efficientnet_b3':
     return EfficientNet(num_classes=num_classes, width_mult=float(mc.get('width_mult', 1.2)),
                         depth_mult=float(mc.get('depth_mult', 1.4)),
                         norm_groups=int(mc.get('norm_groups', 2)),
-                        norm_statistics=str(mc.get('norm_statistics', 'zeros')))
+                        norm_statistics=str(mc.get('norm_statistics', 'live')))
   if config.model == 'lstm':
     return LSTM(num_classes=num_classes, vocab_size=int(mc.get('vocab_size', num_classes)),
                 embed=int(mc.get('embed', 8)), hidden=tuple(mc.get('hidden', (256, 256))))

@@ -70,7 +70,7 @@ class MBConv(nn.Module):
   residual: bool = False
   width: int | None = None   # expanded channels present (shrunk model)
   kept: tuple[int, ...] | None = None
-  norm_statistics: str = 'zeros'  # removed expanded channels in their norms: `layers.GroupNorm`
+  norm_statistics: str = 'live'  # removed expanded channels in their norms: `layers.GroupNorm`
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -100,7 +100,7 @@ class EfficientNet(nn.Module):
   depth_mult: float = 1.4
   norm_groups: int = 2
   kept_units: KeptUnits = ()
-  norm_statistics: str = 'zeros'  # what removed channels count for in their norms (GroupNorm)
+  norm_statistics: str = 'live'  # what removed channels count for in their norms (GroupNorm)
 
   @property
   def stem_channels(self) -> int:

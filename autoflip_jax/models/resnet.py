@@ -48,7 +48,7 @@ class BasicBlock(nn.Module):
   norm_groups: int
   inner: int | None = None                   # conv1's filters (shrunk model: fewer)
   kept: tuple[int, ...] | None = None        # their original indices, for the group norm
-  norm_statistics: str = 'zeros'             # norm1's removed channels: `layers.GroupNorm`
+  norm_statistics: str = 'live'              # norm1's removed channels: `layers.GroupNorm`
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -71,7 +71,7 @@ class ResNet18(nn.Module):
   width: int = 64
   norm_groups: int = 2
   kept_units: KeptUnits = ()
-  norm_statistics: str = 'zeros'  # what removed inner channels count for in norm1 (GroupNorm)
+  norm_statistics: str = 'live'  # what removed inner channels count for in norm1 (GroupNorm)
 
   def block_names(self) -> list[tuple[str, int, int]]:
     """(name, channels, stride) of every BasicBlock, input to output."""

@@ -21,5 +21,5 @@ def get_config(arg: str | None = None):
   config = cifar100_resnet.get_config()  # the same data and schedule; only the model differs
   config.model = 'efficientnet_b3'
   config.model_config = ml_collections.ConfigDict(
-      {'width_mult': 1.2, 'depth_mult': 1.4, 'norm_groups': 2, 'norm_statistics': 'zeros'})
+      {'width_mult': 1.2, 'depth_mult': 1.4, 'norm_groups': 2, 'norm_statistics': 'live'})
   return paper.variant(config, arg)

@@ -15,7 +15,7 @@ from experiments.configs import paper
 
 def get_config(arg: str | None = None):
   config = paper.build('resnet18', {'width': 64, 'norm_groups': 2,
-                                     'norm_statistics': 'zeros'}, num_clients=20,
+                                     'norm_statistics': 'live'}, num_clients=20,
                        clients_per_round=1,  # C = 0.05 of K = 20, as the reference command
                        eval_every=10, name='cifar100', partition='dirichlet', alpha=1.0)
   return paper.variant(config, arg)

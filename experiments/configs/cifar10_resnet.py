@@ -18,7 +18,7 @@ from experiments.configs import paper
 
 def get_config(arg: str | None = None):
   config = paper.build('resnet18', {'width': 64, 'norm_groups': 2,
-                                     'norm_statistics': 'zeros'}, num_clients=20,
+                                     'norm_statistics': 'live'}, num_clients=20,
                        clients_per_round=5, eval_every=10, name='cifar10',
                        partition='pathological', classes_per_client=2)
   return paper.variant(config, arg)

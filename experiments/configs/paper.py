@@ -76,11 +76,11 @@ def small(config) -> None:
   config.data = default.get_config().data   # the embedded MNIST-5k, 2 classes per client
   if config.model == 'resnet18':
     config.model_config = ml_collections.ConfigDict(
-        {'width': 8, 'norm_groups': 2, 'norm_statistics': 'zeros'})
+        {'width': 8, 'norm_groups': 2, 'norm_statistics': 'live'})
   elif config.model == 'efficientnet_b3':
     config.model_config = ml_collections.ConfigDict(
         {'width_mult': 0.25, 'depth_mult': 0.25, 'norm_groups': 2,
-         'norm_statistics': 'zeros'})
+         'norm_statistics': 'live'})
   elif config.model == 'cnn':
     config.model_config = ml_collections.ConfigDict({'channels': (8, 16), 'hidden': 64})
   config.num_clients = 20
