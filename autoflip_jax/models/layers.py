@@ -220,38 +220,33 @@ def group_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, kept: tuple[int,
   statistics over the live channels (nonzero scale or bias) only (`GroupNorm.statistics`)."""
   c = x.shape[-1]
   axes = tuple(range(1, x.ndim - 1))
-  if live:
+  positions = math.prod(x.shape[1:-1])
+  if live:  # only the live channels count: their sums are weighted by `alive`
     alive = ((scale != 0) | (bias != 0)).astype(x.dtype)                     # [c]
-    if kept == tuple(range(size * groups)):  # every channel present: the usual reshape
-      xg = x.reshape(x.shape[:-1] + (groups, size))
-      a = alive.reshape(groups, size)
-      n = jnp.maximum(jnp.sum(a, -1, keepdims=True), 1.0) * math.prod(x.shape[1:-1])
-      mean = jnp.sum(xg * a, axes + (x.ndim,), keepdims=True) / n
-      d = xg - mean
-      var = jnp.sum(d * d * a, axes + (x.ndim,), keepdims=True) / n
-      return (d * jax.lax.rsqrt(var + epsilon)).reshape(x.shape) * scale + bias
-    onehot = np.eye(groups, dtype=np.float32)[np.asarray(kept, np.int64) // size].reshape(c, groups)
-    n = jnp.maximum(alive @ onehot, 1.0) * math.prod(x.shape[1:-1])          # [groups]
-    shape = (x.shape[0],) + (1,) * len(axes) + (c,)
-    mean_g = (jnp.sum(x, axes) * alive) @ onehot / n                         # [b, groups]
-    d = x - (mean_g @ onehot.T).reshape(shape)
-    var_g = (jnp.sum(d * d, axes) * alive) @ onehot / n
-    return d * jax.lax.rsqrt((var_g @ onehot.T).reshape(shape) + epsilon) * scale + bias
   if kept == tuple(range(size * groups)):
     # The unpruned layer: contiguous groups, the usual reshape (fewer ops to compile).
     xg = x.reshape(x.shape[:-1] + (groups, size))
-    mean = jnp.mean(xg, axes + (x.ndim,), keepdims=True)
-    d = xg - mean
-    var = jnp.mean(d * d, axes + (x.ndim,), keepdims=True)
+    over = axes + (x.ndim,)
+    if live:
+      a = alive.reshape(groups, size)
+      n = jnp.maximum(jnp.sum(a, -1, keepdims=True), 1.0) * positions
+      mean = jnp.sum(xg * a, over, keepdims=True) / n
+      d = xg - mean
+      var = jnp.sum(d * d * a, over, keepdims=True) / n
+    else:
+      mean = jnp.mean(xg, over, keepdims=True)
+      d = xg - mean
+      var = jnp.mean(d * d, over, keepdims=True)
     return (d * jax.lax.rsqrt(var + epsilon)).reshape(x.shape) * scale + bias
   onehot = np.eye(groups, dtype=np.float32)[np.asarray(kept, np.int64) // size].reshape(c, groups)
-  missing = size - onehot.sum(0)                                              # [groups]
-  positions = math.prod(x.shape[1:-1])
-  n = size * positions
+  weigh = (lambda t: t * alive) if live else (lambda t: t)
+  # Each group's count: its live channels, or its channels in the unpruned layer.
+  n = jnp.maximum(alive @ onehot, 1.0) * positions if live else size * positions
   shape = (x.shape[0],) + (1,) * len(axes) + (c,)
-  mean_g = jnp.sum(x, axes) @ onehot / n                                       # [b, groups]
+  mean_g = weigh(jnp.sum(x, axes)) @ onehot / n                                # [b, groups]
   d = x - (mean_g @ onehot.T).reshape(shape)
-  # Two-pass variance; a removed channel adds (0 - mean)^2 at each of its positions.
-  var_g = (jnp.sum(d * d, axes) @ onehot + missing * positions * mean_g ** 2) / n
-  inv = jax.lax.rsqrt((var_g @ onehot.T).reshape(shape) + epsilon)
+  var_g = weigh(jnp.sum(d * d, axes)) @ onehot
+  if not live:  # two-pass variance; a removed channel adds (0 - mean)^2 at each position
+    var_g = var_g + (size - onehot.sum(0)) * positions * mean_g ** 2
+  inv = jax.lax.rsqrt(((var_g / n) @ onehot.T).reshape(shape) + epsilon)
   return d * inv * scale + bias
