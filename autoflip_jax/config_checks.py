@@ -106,7 +106,7 @@ def validate_config(config) -> None:
                      f'combined with DP-FedAvg (config.dp.clip={config.dp.clip!r}): its noise is '
                      f"calibrated to the sum of the clipped updates; use 'mean' or dp.clip=0")
   if (config.update_aggregation == 'trimmed_mean'
-      and int(config.update_trim * config.clients_per_round + 1e-4) == 0):
+      and federated.trim_count(config.update_trim, config.clients_per_round) == 0):
     raise ValueError(f'config.update_trim={config.update_trim!r} cuts no client of a cohort of '
                      f'config.clients_per_round={config.clients_per_round}: the trimmed mean '
                      f'would be the plain mean; use update_trim >= '

@@ -49,6 +49,7 @@ loss it reports is its honest one). Pruned coordinates stay 0 (θ_t and θ_k are
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -98,6 +99,15 @@ def _finish(avg: PyTree, num_examples: jax.Array, mask: PyTree, fallback: PyTree
   return apply_mask(avg, mask)
 
 
+def trim_count(trim: float, n):
+  """k = ⌊trim · n⌋, the clients a trimmed mean cuts at each end of n, with a margin against
+  float rounding just under an integer (2.9999999). A Python int gives an int (config checks,
+  no device work); a count on the device gives an int32 array."""
+  if isinstance(n, int):
+    return math.floor(trim * n + 1e-4)
+  return jnp.floor(trim * n.astype(jnp.float32) + 1e-4).astype(jnp.int32)
+
+
 def robust_average(client_params: PyTree, num_examples: jax.Array, aggregation: str,
                    trim: float = 0.0) -> PyTree:
   """Coordinate-wise `median` or `trimmed_mean` over the leading client axis (module docstring).
@@ -112,8 +122,7 @@ def robust_average(client_params: PyTree, num_examples: jax.Array, aggregation: 
   valid = num_examples > 0
   n = jnp.sum(valid.astype(jnp.int32))
   cohort = valid.shape[0]
-  # ⌊trim · n⌋, with a margin against float rounding just under an integer (2.9999999).
-  k = jnp.floor(trim * n.astype(jnp.float32) + 1e-4).astype(jnp.int32)
+  k = trim_count(trim, n)
 
   def one(p):
     lead = (cohort,) + (1,) * (p.ndim - 1)

@@ -35,15 +35,21 @@ MODELS = ('cnn', 'resnet18', 'efficientnet_b3', 'lstm')
 VMAP_CLIENTS_ON_CPU = ('lstm',)
 
 
+def _model_config(config):
+  """`config.model_config`, or {} when the config has none (every field then has its default)."""
+  mc = config.get('model_config', None) if hasattr(config, 'get') else None
+  return mc if mc is not None else {}
+
+
 def validate(config) -> None:
   if config.model not in MODELS:
     raise ValueError(f'config.model={config.model!r} is not one of {MODELS}')
-  mc = config.get('model_config', None) if hasattr(config, 'get') else None
-  statistics = (mc or {}).get('norm_statistics', 'live')
+  mc = _model_config(config)
+  statistics = mc.get('norm_statistics', 'live')
   if statistics not in NORM_STATISTICS:
     raise ValueError(f'config.model_config.norm_statistics={statistics!r} is not one of '
                      f'{NORM_STATISTICS}')
-  if 'norm_statistics' in (mc or {}) and config.model not in ('resnet18', 'efficientnet_b3'):
+  if 'norm_statistics' in mc and config.model not in ('resnet18', 'efficientnet_b3'):
     raise ValueError(f'config.model_config.norm_statistics is for the GroupNorm models '
                      f'(resnet18, efficientnet_b3), not config.model={config.model!r}')
 
@@ -51,8 +57,7 @@ def validate(config) -> None:
 def get_model(config, num_classes: int) -> nn.Module:
   """Builds `config.model` for `num_classes` outputs, sized by `config.model_config`."""
   validate(config)
-  mc = config.get('model_config', None) if hasattr(config, 'get') else None
-  mc = mc if mc is not None else {}
+  mc = _model_config(config)
   if config.model == 'cnn':
     return CNN(num_classes=num_classes, channels=tuple(mc.get('channels', (32, 64))),
                hidden=int(mc.get('hidden', 512)))
