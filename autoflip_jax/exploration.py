@@ -25,7 +25,9 @@ Trustworthy exploration (docs/robustness.md), all pure transforms of the stacked
 3. Aggregation over the explorer axis, coordinate-wise (`aggregate`): `mean` (the reference),
    `median`, or `trimmed_mean` (the ⌊trim·K⌋ largest and smallest values of each coordinate
    dropped, the rest averaged), or `filtered_mean` (whole explorers whose report disagrees with
-   the others are dropped, `explorer_outliers`, and the rest averaged). Or, for private
+   the others are dropped, `explorer_outliers`, and the rest averaged). The median and trimmed
+   mean can first average random buckets of `bucket` explorers (`federated.bucket_means`,
+   Karimireddy et al. 2022) and take the order statistic over the bucket means. Or, for private
    exploration, `noisy_mean`:
    (Σ_k r_k + N(0, (z C)² I)) / K, the Gaussian mechanism on the clipped sum.
 """
@@ -127,7 +129,8 @@ def explorer_outliers(sqdev: PyTree, z: float = 3.0) -> tuple[jax.Array, jax.Arr
 
 def aggregate(sqdev: PyTree, weights: jax.Array | None = None, aggregation: str = 'mean',
               trim: float = 0.1, filter_z: float = 3.0,
-              outlier: jax.Array | None = None) -> PyTree:
+              outlier: jax.Array | None = None, bucket: int = 1,
+              key: jax.Array | None = None) -> PyTree:
   """Coordinate-wise aggregate over the explorer axis (axis 0) of the reports.
 
   `mean`: the plain mean, or with `weights` ([explorers], e.g. example counts) the weighted mean
@@ -137,8 +140,17 @@ def aggregate(sqdev: PyTree, weights: jax.Array | None = None, aggregation: str 
   least one). `filtered_mean`: the plain mean over the explorers that `explorer_outliers`
   (threshold `filter_z`) does not flag: the mean itself when none is, and of the honest ones
   when the attackers are told apart (`outlier`: its flags when already computed). The robust
-  ones take no weights (`check_config` refuses the combination).
+  ones take no weights (`check_config` refuses the combination). `bucket` > 1 (median and
+  trimmed mean only): the explorers in a random order (`key`) averaged `bucket` at a time
+  (`federated.bucket_means`), the order statistic taken over those means (⌊trim · buckets⌋
+  cut at each end).
   """
+  if bucket > 1:
+    if aggregation not in ('median', 'trimmed_mean') or key is None:
+      raise ValueError(f'bucket={bucket} needs aggregation median or trimmed_mean and a key '
+                       f'(got {aggregation!r}, key {key!r})')
+    count = jax.tree.leaves(sqdev)[0].shape[0]
+    sqdev, _ = federated.bucket_means(sqdev, jnp.ones((count,), bool), bucket, key)
   if aggregation == 'filtered_mean':
     if outlier is None:
       outlier, _, _ = explorer_outliers(sqdev, filter_z)
@@ -164,13 +176,14 @@ def aggregate(sqdev: PyTree, weights: jax.Array | None = None, aggregation: str 
 def guidance(sqdev: PyTree, weights: jax.Array | None = None,
              normalization: str = 'minmax', aggregation: str = 'mean',
              trim: float = 0.1, filter_z: float = 3.0,
-             outlier: jax.Array | None = None) -> PyTree:
+             outlier: jax.Array | None = None, bucket: int = 1,
+             key: jax.Array | None = None) -> PyTree:
   """Server aggregation over explorers (axis 0) of the squared deviations, normalised.
 
   `aggregate` (the mean by default: with `weights=None` every explorer counts equally, the
   reference code), then per-tensor normalisation.
   """
-  return normalize(aggregate(sqdev, weights, aggregation, trim, filter_z, outlier),
+  return normalize(aggregate(sqdev, weights, aggregation, trim, filter_z, outlier, bucket, key),
                    normalization)
 
 

@@ -40,6 +40,14 @@ cannot pull a coordinate beyond the honest clients' values. Pruned coordinates a
 client's model, so they stay 0. The cohort's models are kept side by side for it (cohort ×
 params floats instead of one running sum). `mean` traces none of it.
 
+Bucketing (`bucket` s > 1, `config.update_bucket`; Karimireddy, He & Jaggi 2022, "Byzantine-
+robust learning on heterogeneous datasets via bucketing"): before the median or trimmed mean,
+the cohort's models are put in a random order (key `fold_in(fold_in(rng, BUCKET_STREAM),
+round)`) and averaged s at a time into ⌈n/s⌉ bucket means (`bucket_means`); the order statistic
+is then taken over the buckets. Means of s non-IID clients differ less than the clients do, so
+the robust aggregate moves towards the mean on honest cohorts, while an attacker still spoils at
+most one bucket.
+
 Byzantine clients (threat simulation, `byzantine`: the ids of the clients that attack whenever
 they are sampled, `config.attack.update_*`): such a client sends θ_t + f · (θ_k − θ_t) instead
 of its model θ_k, f = `byzantine_factor` (−10: its update reversed and ten times larger; the
@@ -61,6 +69,7 @@ from autoflip_jax.masks import apply_mask
 PyTree = Any
 AGGREGATIONS = ('mean', 'median', 'trimmed_mean')
 DP_NOISE_STREAM = 0x7FFF0003  # fold_in tag of DP-FedAvg's noise key (far above any round)
+BUCKET_STREAM = 0x7FFF0004  # fold_in tag of the bucketing's random order
 
 
 class ServerState(NamedTuple):
@@ -108,18 +117,52 @@ def trim_count(trim: float, n):
   return jnp.floor(trim * n.astype(jnp.float32) + 1e-4).astype(jnp.int32)
 
 
+def num_buckets(n: int, size: int) -> int:
+  """⌈n / size⌉: the buckets of `bucket_means` for n rows."""
+  return -(-n // size)
+
+
+def bucket_means(stacked: PyTree, valid: jax.Array, size: int,
+                 key: jax.Array) -> tuple[PyTree, jax.Array]:
+  """Bucketing (Karimireddy et al. 2022): the valid rows of the leading axis, in a random order
+  drawn from `key`, averaged `size` at a time (unweighted; the last bucket holds what is left).
+
+  Returns the bucket means `[⌈K/size⌉, ...]` (K the leading axis) and bool `[⌈K/size⌉]`, the
+  buckets that hold at least one valid row: with n valid rows, the first ⌈n/size⌉. Rows that
+  are not valid belong to no bucket; a bucket without rows is zeros.
+  """
+  rows = valid.shape[0]
+  count = num_buckets(rows, size)
+  # valid rows first, each in a random place among them; then the rest
+  order = jnp.argsort(jnp.where(valid, jax.random.uniform(key, (rows,)), 2.0))
+  bucket = jnp.argsort(order) // size  # each row's bucket: its position in the order / size
+  member = (bucket[None, :] == jnp.arange(count)[:, None]) & valid[None, :]  # [count, rows]
+  sizes = jnp.sum(member, axis=1)
+  weights = member.astype(jnp.float32) / jnp.maximum(sizes, 1)[:, None]
+  means = jax.tree.map(lambda p: jnp.tensordot(weights, p.astype(jnp.float32),
+                                               axes=1).astype(p.dtype), stacked)
+  return means, sizes > 0
+
+
 def robust_average(client_params: PyTree, num_examples: jax.Array, aggregation: str,
-                   trim: float = 0.0) -> PyTree:
+                   trim: float = 0.0, bucket: int = 1,
+                   key: jax.Array | None = None) -> PyTree:
   """Coordinate-wise `median` or `trimmed_mean` over the leading client axis (module docstring).
 
   Only clients with examples count: the others are sorted to the end (+inf) and the order
   statistics are taken among the first n = their number, a count known only on the device.
-  A cohort with no examples gives zeros (the round then keeps its model: `_finish`).
+  A cohort with no examples gives zeros (the round then keeps its model: `_finish`). With
+  `bucket` > 1 the order statistic is over `bucket_means` of that many clients (`key`: their
+  random order), and the trimmed mean's cut counts buckets.
   """
   if aggregation not in AGGREGATIONS[1:]:
     raise ValueError(f'robust_average: aggregation={aggregation!r} is not one of '
                      f'{AGGREGATIONS[1:]}')
   valid = num_examples > 0
+  if bucket > 1:
+    if key is None:
+      raise ValueError('robust_average: bucketing needs a key for its random order')
+    client_params, valid = bucket_means(client_params, valid, bucket, key)
   n = jnp.sum(valid.astype(jnp.int32))
   cohort = valid.shape[0]
   k = trim_count(trim, n)
@@ -204,8 +247,8 @@ def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Arr
                clients_per_chunk: int = 0, track_grad_sq: bool = False,
                server_tx=None, dp_clip: float = 0.0, dp_noise: float = 0.0,
                max_steps: int = 0, aggregation: str = 'mean', trim: float = 0.0,
-               byzantine: tuple[int, ...] = (),
-               byzantine_factor: float = -10.0) -> tuple[ServerState, RoundMetrics]:
+               byzantine: tuple[int, ...] = (), byzantine_factor: float = -10.0,
+               bucket: int = 1) -> tuple[ServerState, RoundMetrics]:
   """One federated round; `make_round_fn` jits it. See the module docstring.
 
   The cohort is trained in chunks of `clients_per_chunk` clients (0: all at once): a `lax.scan`
@@ -219,6 +262,8 @@ def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Arr
   0 = none); `num_examples` are then the examples an epoch trains on (the packer caps them).
   `aggregation`, `trim`: the robust average of the cohort's models (`robust_average`; 'mean' is
   FedAvg's example-weighted mean). Not with DP-FedAvg (its sensitivity is the sum's).
+  `bucket`: with a robust `aggregation`, the clients averaged per bucket first (module
+  docstring; 1 = no bucketing).
   `byzantine`, `byzantine_factor`: the attacking clients' ids and their update's factor (module
   docstring; () = none, nothing traced).
   """
@@ -270,7 +315,8 @@ def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Arr
   client_loss = client_loss.reshape(cohort)
   if robust:
     models = jax.tree.map(lambda a: a.reshape((cohort,) + a.shape[2:]), models)
-    avg = robust_average(models, num_examples, aggregation, trim)
+    bucket_key = jax.random.fold_in(jax.random.fold_in(rng, BUCKET_STREAM), state.round)
+    avg = robust_average(models, num_examples, aggregation, trim, bucket, bucket_key)
   if private:
     if dp_noise > 0:
       key = jax.random.fold_in(jax.random.fold_in(rng, DP_NOISE_STREAM), state.round)
@@ -290,7 +336,7 @@ def make_round_fn(apply_fn, *, optimizer: str, local_epochs: int, mask_fn: Calla
                   server_tx=None, wrap: Callable | None = None, dp_clip: float = 0.0,
                   dp_noise: float = 0.0, max_steps: int = 0, aggregation: str = 'mean',
                   trim: float = 0.0, byzantine: tuple[int, ...] = (),
-                  byzantine_factor: float = -10.0):
+                  byzantine_factor: float = -10.0, bucket: int = 1):
   """Returns the jitted round `(state, data, num_examples, client_ids, rng, lr, aux)`.
 
   `wrap` decorates the Python body before jit (tests pass `chex.assert_max_traces(n=1)`). The
@@ -302,7 +348,8 @@ def make_round_fn(apply_fn, *, optimizer: str, local_epochs: int, mask_fn: Calla
                       mask_fn=mask_fn, clients_per_chunk=clients_per_chunk,
                       track_grad_sq=track_grad_sq, server_tx=server_tx, dp_clip=dp_clip,
                       dp_noise=dp_noise, max_steps=max_steps, aggregation=aggregation,
-                      trim=trim, byzantine=byzantine, byzantine_factor=byzantine_factor)
+                      trim=trim, byzantine=byzantine, byzantine_factor=byzantine_factor,
+                      bucket=bucket)
   if wrap is not None:
     body = wrap(body)
   return jax.jit(body, donate_argnums=(0,))
@@ -316,7 +363,8 @@ def make_variant_round_fn(apply_fn, *, num_variants: int, optimizer: str, local_
                           dp_noise: float = 0.0, shrink_plan: shrink.Plan | None = None,
                           params_like: PyTree = None, max_steps: int = 0,
                           aggregation: str = 'mean', trim: float = 0.0,
-                          byzantine: tuple[int, ...] = (), byzantine_factor: float = -10.0):
+                          byzantine: tuple[int, ...] = (), byzantine_factor: float = -10.0,
+                          bucket: int = 1):
   """The jitted round of `num_variants` runs side by side (thresholds, seeds): ONE program.
 
   Called as `(state, data, num_examples, client_ids, rng, learning_rate, aux)` where `state`,
@@ -346,7 +394,8 @@ def make_variant_round_fn(apply_fn, *, num_variants: int, optimizer: str, local_
                            clients_per_chunk=clients_per_chunk, track_grad_sq=track_grad_sq,
                            server_tx=server_tx, dp_clip=dp_clip, dp_noise=dp_noise,
                            max_steps=max_steps, aggregation=aggregation, trim=trim,
-                           byzantine=tuple(byzantine), byzantine_factor=byzantine_factor)
+                           byzantine=tuple(byzantine), byzantine_factor=byzantine_factor,
+                           bucket=bucket)
 
   def variant_round(state, data, num_examples, client_ids, rng, learning_rate, aux):
     cohort = (data, num_examples, client_ids)

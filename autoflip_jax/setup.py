@@ -111,6 +111,7 @@ class Setup:
         dp_noise=float(config.dp.noise_multiplier), shrink_plan=shrink_plan,
         params_like=self.params_like, max_steps=pick(max_steps, config.max_local_steps),
         aggregation=config.update_aggregation, trim=float(config.update_trim),
+        bucket=int(config.update_bucket),
         byzantine=byzantine_clients(config.num_clients, config.attack.update_fraction,
                                     config.seed),
         byzantine_factor=float(config.attack.update_factor))

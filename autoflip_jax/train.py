@@ -402,9 +402,10 @@ def train_and_evaluate(config, workdir: str) -> list[dict]:
     logging.info('threat simulation: clients %s send θ_t + (%g) · their update whenever sampled',
                  list(byzantine), config.attack.update_factor)
   if config.update_aggregation != 'mean':
-    logging.info('server aggregation of the updates: %s%s', config.update_aggregation,
+    logging.info('server aggregation of the updates: %s%s%s', config.update_aggregation,
                  f' (trim {config.update_trim})' if config.update_aggregation == 'trimmed_mean'
-                 else '')
+                 else '', f' over random buckets of {config.update_bucket} clients'
+                 if config.update_bucket > 1 else '')
   warmup = {s: setup_lib.warmup_client(config.num_clients, s) for s in setup.seeds
             } if config.warmup_epochs else {}
   if warmup:

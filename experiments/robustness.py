@@ -7,7 +7,8 @@ Four grids on the config's job (AutoFLIP alone), every point in its own sub-work
 resumes: finished points are read back):
 
 * `attack`: `attack.kind` in --kind (repeatable) × `guidance_aggregation` in --aggregations ×
-  `attack.fraction` in --fractions (trimmed mean's `guidance_trim` = --trim).
+  `attack.fraction` in --fractions (trimmed mean's `guidance_trim` = --trim); the median and
+  trimmed mean once per `guidance_bucket` in --buckets (points named `median_b2` etc.).
 * `label_noise`: `data.label_noise` in --label_noise × `guidance_aggregation` in --aggregations:
   that fraction of the clients train and explore on permuted labels (empty by default). Each
   level explores again on its noisy data; the row's attack_kind is 'label_noise', its
@@ -29,7 +30,7 @@ exploration: it is run once per seed and every point's server side (attack, clip
 aggregation, `autoflip.server_reports` / `server_guidance`, with the run's own keys) is applied
 to it, so the Jaccard is that of the mask the point's run trains with. Accuracy and compression
 come from the runs. Writes `robustness.json` (one row per point: grid, aggregation,
-guidance_trim, attack_kind, attack_fraction, exploration_noise, training_noise, jaccard (against
+guidance_trim, guidance_bucket, attack_kind, attack_fraction, exploration_noise, training_noise, jaccard (against
 the clean mean's mask), jaccard_same_aggregation (against the same aggregation without the
 attack); both the mean over seeds, per seed in `*_per_seed`), test_accuracy (the final
 round's, mean over seeds; `test_accuracy_std`, `test_accuracy_per_seed`), compression,
@@ -70,6 +71,9 @@ _AGGREGATIONS = flags.DEFINE_list('aggregations',
                                   'Guidance aggregations of the attack grid.')
 _FRACTIONS = flags.DEFINE_list('fractions', ['0', '0.2'], 'Attacking explorer fractions.')
 _TRIM = flags.DEFINE_float('trim', None, 'guidance_trim of trimmed_mean (default: the config\'s).')
+_BUCKETS = flags.DEFINE_list('buckets', ['1'],
+                             'guidance_bucket values for median and trimmed_mean (1: none; '
+                             'e.g. 1,2: each robust aggregation with and without bucketing).')
 _KINDS = flags.DEFINE_multi_enum('kind', ['invert'], list(exploration.ATTACKS),
                                  'The attack(s) of the attack grid (repeat the flag for several).')
 _LABEL_NOISE = flags.DEFINE_list('label_noise', [],
@@ -94,21 +98,26 @@ def points(base, clip: float) -> list[dict]:
   """Every grid point: its name, grid and config overrides."""
   out = []
   trim = base.guidance_trim if _TRIM.value is None else _TRIM.value
+  # (aggregation, bucket, its name in the points' names)
+  aggregations = [(agg, b, agg if b == 1 else f'{agg}_b{b}') for agg in _AGGREGATIONS.value
+                  for b in sorted({int(v) for v in _BUCKETS.value})
+                  if b == 1 or agg in ('median', 'trimmed_mean')]
   for kind in _KINDS.value:
-    for agg in _AGGREGATIONS.value:
+    for agg, bucket, label in aggregations:
       for fraction in (float(f) for f in _FRACTIONS.value):
         if fraction == 0 and kind != _KINDS.value[0]:
           continue  # no attack: the same point for every kind
-        out.append(dict(name=f'attack_{agg}_{kind}{fraction:g}', grid='attack',
+        out.append(dict(name=f'attack_{label}_{kind}{fraction:g}', grid='attack',
                         overrides={'guidance_aggregation': agg, 'attack.kind': kind,
-                                   'attack.fraction': fraction, 'guidance_trim': trim}))
+                                   'attack.fraction': fraction, 'guidance_trim': trim,
+                                   'guidance_bucket': bucket}))
   for fraction in (float(f) for f in _LABEL_NOISE.value):
     if fraction == 0:
       continue  # clean data: the attack grid's unattacked points
-    for agg in _AGGREGATIONS.value:
-      out.append(dict(name=f'labels_{agg}{fraction:g}', grid='label_noise',
+    for agg, bucket, label in aggregations:
+      out.append(dict(name=f'labels_{label}{fraction:g}', grid='label_noise',
                       overrides={'guidance_aggregation': agg, 'data.label_noise': fraction,
-                                 'guidance_trim': trim}))
+                                 'guidance_trim': trim, 'guidance_bucket': bucket}))
   for z in (float(v) for v in _EXPLORATION_NOISE.value):
     out.append(dict(name=f'explore_noise{z:g}', grid='private_exploration',
                     overrides={'dp.exploration_clip': clip, 'dp.exploration_noise': z}))
@@ -167,12 +176,14 @@ def plot(rows: list[dict], workdir: str) -> list[str]:
   attack = [r for r in rows if r['grid'] in ('attack', 'label_noise')]
   if attack:
     fig, ax = plt.subplots(figsize=(6, 4))
-    for agg in dict.fromkeys(r['aggregation'] for r in attack):
+    aggregation = lambda r: (r['aggregation'], r.get('guidance_bucket', 1))
+    for agg in dict.fromkeys(aggregation(r) for r in attack):
       for kind in dict.fromkeys(r['attack_kind'] for r in attack):
         pts = sorted((r['attack_fraction'], r['jaccard']) for r in attack
-                     if r['aggregation'] == agg and (r['attack_kind'] == kind
-                                                     or r['attack_fraction'] == 0))
-        ax.plot(*zip(*pts), marker='o', label=f'{agg}, {kind}')
+                     if aggregation(r) == agg and (r['attack_kind'] == kind
+                                                   or r['attack_fraction'] == 0))
+        name = agg[0] if agg[1] == 1 else f'{agg[0]} (buckets of {agg[1]})'
+        ax.plot(*zip(*pts), marker='o', label=f'{name}, {kind}')
     ax.set_xlabel('fraction of explorers attacking (label_noise: of clients mislabelled)')
     ax.set_ylabel('Jaccard with the clean mask')
     ax.legend()
@@ -268,6 +279,7 @@ def main(argv):
                jaccard=float(np.mean(jaccards)), jaccard_per_seed=jaccards,
                jaccard_same_aggregation=float(np.mean(same)),
                jaccard_same_aggregation_per_seed=same, guidance_trim=config.guidance_trim,
+               guidance_bucket=config.guidance_bucket,
                attackers_per_seed=attacking, dropped_per_seed=dropped or None,
                # the server's aggregation of the training updates (--config.update_aggregation)
                update_aggregation=config.update_aggregation,

@@ -217,7 +217,7 @@ def test_a_run_with_byzantine_clients_is_hurt_and_the_median_resists(tmp_path):
     (dict(update_aggregation='trimmed_mean', update_trim=0.5), 'update_trim'),
     (dict(update_aggregation='trimmed_mean', update_trim=-0.1), 'update_trim'),
     (dict(update_aggregation='trimmed_mean', update_trim=0.2, clients_per_round=3),
-     'cuts no client'),
+     'cuts nothing of a cohort'),
     (dict(update_aggregation='median', **{'dp.clip': 1.0}), 'DP-FedAvg'),
     ({'attack.update_fraction': 1.0}, 'attack.update_fraction'),
     ({'attack.update_fraction': -0.1}, 'attack.update_fraction'),

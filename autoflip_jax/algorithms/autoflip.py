@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autoflip_jax import accounting, exploration, local, masks, privacy
+from autoflip_jax import accounting, exploration, federated, local, masks, privacy
 from autoflip_jax.fields import check_choice, check_float, check_int
 from autoflip_jax.algorithms.base import Algorithm, Start
 
@@ -94,6 +94,7 @@ def check_trustworthy(config) -> None:
   check_choice(config, 'guidance_aggregation', exploration.AGGREGATIONS)
   check_float(config, 'guidance_trim', 0.0, 0.5, False, True)
   check_float(config, 'guidance_filter_z', 0.0, float('inf'), True, True)
+  check_bucket(config)
   check_float(config, 'dp.exploration_clip', 0.0, float('inf'), False, True)
   check_float(config, 'dp.exploration_noise', 0.0, float('inf'), False, True)
   check_float(config, 'dp.delta', 0.0, 1.0, True, True)
@@ -115,6 +116,33 @@ def check_trustworthy(config) -> None:
     raise ValueError(f'config.guidance_weighted=True with config.dp.exploration_noise='
                      f'{dp.exploration_noise!r}: the private mean is the plain mean of the '
                      f'clipped reports (its sensitivity does not depend on the data)')
+
+
+def check_bucket(config) -> None:
+  """`guidance_bucket`: an int >= 1; above 1 only for the median or trimmed mean of a fixed
+  mask's explorers, leaving at least 3 buckets (and one to cut for the trimmed mean)."""
+  count = len(explorer_ids(config.num_clients, config.c_exp, 0))
+  check_int(config, 'guidance_bucket', 1, count)
+  size = config.guidance_bucket
+  if size == 1:
+    return
+  if config.guidance_aggregation not in ('median', 'trimmed_mean'):
+    raise ValueError(f'config.guidance_bucket={size!r} with config.guidance_aggregation='
+                     f"{config.guidance_aggregation!r}: bucketing feeds 'median' or "
+                     f"'trimmed_mean'; set guidance_bucket=1")
+  if config.guidance_per_round:
+    raise ValueError(f'config.guidance_bucket={size!r} with config.guidance_per_round=True: '
+                     f'bucketing is for the guidance of a fixed mask; set guidance_bucket=1')
+  groups = federated.num_buckets(count, size)
+  if groups < 3:
+    raise ValueError(f'config.guidance_bucket={size!r} leaves {groups} bucket(s) of the {count} '
+                     f'explorers: a median or trimmed mean of fewer than 3 buckets is their '
+                     f'mean; use guidance_bucket <= {max(1, count // 3)}')
+  if (config.guidance_aggregation == 'trimmed_mean'
+      and federated.trim_count(config.guidance_trim, groups) == 0):
+    raise ValueError(f'config.guidance_trim={config.guidance_trim!r} cuts none of the {groups} '
+                     f'buckets of config.guidance_bucket={size!r} explorers; use guidance_trim '
+                     f'>= {1 / groups:.3g}')
 
 
 def target_of(config) -> tuple[str, float] | None:
@@ -178,6 +206,7 @@ def explorer_ids(num_clients: int, c_exp: float, seed: int) -> np.ndarray:
 ATTACK_STREAM = 5              # numpy stream of the attackers' choice
 ATTACK_KEY = 0x7FFF0001       # fold_in tags of the init key (far above any explorer's client id)
 NOISE_KEY = 0x7FFF0002
+BUCKET_KEY = 0x7FFF0003        # the random order of `guidance_bucket`'s buckets
 
 
 def attackers(num_explorers: int, fraction: float, seed: int) -> np.ndarray:
@@ -215,7 +244,9 @@ def server_guidance(config, sqdev, weights, rng, outlier=None):
     return masks.normalize(mean, config.guidance_normalization)
   return exploration.guidance(sqdev, weights, config.guidance_normalization,
                               config.guidance_aggregation, config.guidance_trim,
-                              config.guidance_filter_z, outlier)
+                              config.guidance_filter_z, outlier,
+                              bucket=config.guidance_bucket,
+                              key=jax.random.fold_in(rng, BUCKET_KEY))
 
 
 STRUCTURED_RULES = ('layer', 'global', 'share')

@@ -69,8 +69,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Robust aggregation of the cohort's models (docs/robustness.md; Yin et al. 2018): 'mean' (the
   # example-weighted FedAvg), 'median' or 'trimmed_mean' (update_trim of the cohort cut at each
   # end), coordinate-wise and unweighted, against clients with wrong labels or crafted updates.
+  # update_bucket > 1 (Karimireddy et al. 2022): the cohort, in a random order, is averaged that
+  # many clients at a time first and the median / trimmed mean taken over the bucket means.
   config.update_aggregation = 'mean'
   config.update_trim = 0.2
+  config.update_bucket = 1
   # Warm start: train θ0 for this many epochs on one client (fixed by the seed) before anything
   # else; every algorithm of the run starts from that θ0 (the reference code warms up 1 epoch).
   config.warmup_epochs = 0
@@ -119,8 +122,11 @@ def get_config() -> ml_collections.ConfigDict:
   # 'mean' (the reference), 'median', 'trimmed_mean' (guidance_trim cut at each end) or
   # 'filtered_mean' (the mean of the explorers whose report agrees with the others: an explorer
   # whose agreement or size is more than guidance_filter_z robust std devs off is dropped).
+  # guidance_bucket > 1: median / trimmed mean over the means of random buckets of that many
+  # explorers (Karimireddy et al. 2022; closer to the mean on honest, non-IID explorers).
   config.guidance_aggregation = 'mean'
   config.guidance_trim = 0.1
+  config.guidance_bucket = 1
   config.guidance_filter_z = 3.0
 
   # Differential privacy (docs/robustness.md; ε from Google's dp-accounting). Clips of 0 = off;
