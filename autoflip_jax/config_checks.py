@@ -13,6 +13,8 @@ from autoflip_jax.fields import check_choice as _choice
 from autoflip_jax.fields import check_float as _float
 from autoflip_jax.fields import check_int as _int
 
+ON_DIVERGENCE = ('stop', 'record')  # config.on_divergence
+
 
 def tp_sweep_values(config) -> tuple[float, ...]:
   """The thresholds of `config.tp_sweep` ('0.1,0.2,0.3' -> (0.1, 0.2, 0.3)); () when it is off.
@@ -92,6 +94,7 @@ def validate_config(config) -> None:
   _float(config, 'server_eps', 0.0, float('inf'), True, True)
   _int(config, 'warmup_epochs', 0)
   _choice(config, 'sparse_init', masks.SPARSE_INITS)
+  _choice(config, 'on_divergence', ON_DIVERGENCE)
   _float(config, 'dp.clip', 0.0, float('inf'), False, True)
   _float(config, 'dp.noise_multiplier', 0.0, float('inf'), False, True)
   _float(config, 'dp.delta', 0.0, 1.0, True, True)

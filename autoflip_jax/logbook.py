@@ -49,6 +49,7 @@ class Ledger:
   init_down: int
   init_seconds: float
   info: dict
+  diverged_round: int = 0  # the first round with a non-finite training loss (0: none)
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)
@@ -127,24 +128,32 @@ def summary_row(name: str, seed: int, ledger: Ledger, params0: PyTree, mask: PyT
                  exploration_seconds=ledger.init_seconds,
                  units={k: f'{a}/{b}' for k, (a, b) in unit_counts(mask, units).items()})
   summary.update(ledger.info)
+  if ledger.diverged_round:
+    summary['diverged_round'] = ledger.diverged_round
   return summary
 
 
 def check_finite(name: str, round_num: int, train_loss: float, client_loss, ids,
-                 checkpointed: int | None) -> None:
-  """Raises FloatingPointError naming the round and clients when the training loss diverged.
+                 checkpointed: int | None, record: bool = False) -> bool:
+  """Whether the training loss diverged; unless `record`, raises FloatingPointError naming the
+  round and clients then (`record`: logs the same as a warning and returns True).
 
   `client_loss` may be split over processes; it is then gathered (by every process alike, as
   they all see the same `train_loss`).
   """
   if np.isfinite(train_loss):
-    return
+    return False
   client_loss = np.asarray(sharding.host_value(client_loss))
   bad = [int(ids[i]) for i, l in enumerate(client_loss) if not np.isfinite(l)]
+  what = f'[{name}] round {round_num}: non-finite training loss {train_loss} from client(s) {bad}'
+  if record:
+    logging.warning('%s: recorded as diverged (config.on_divergence=record); its model is '
+                    'non-finite from here on and is scored as it is', what)
+    return True
   raise FloatingPointError(
-      f'[{name}] round {round_num}: non-finite training loss {train_loss} from client(s) {bad}. '
-      f'Rounds up to {checkpointed} are checkpointed in the workdir; lower '
-      f'config.learning_rate and start a new workdir.')
+      f'{what}. Rounds up to {checkpointed} are checkpointed in the workdir; lower '
+      f'config.learning_rate and start a new workdir, or set config.on_divergence=record to '
+      f'record the divergence and go on with the other runs.')
 
 
 def log_round(label: str, round_num: int, num_rounds: int, ledger: Ledger, train_loss: float,

@@ -55,8 +55,12 @@ def aggregate(rows: list[dict]) -> list[dict]:
   out = []
   for name, group in groups.items():
     agg = {'algorithm': name, 'seeds': [r.get('seed') for r in group]}
+    diverged = [r.get('seed') for r in group if r.get('diverged_round')]
+    if diverged:  # config.on_divergence=record: their accuracy is that of a non-finite model
+      agg['diverged_seeds'] = diverged
     for key, value in group[0].items():
-      if isinstance(value, bool) or not isinstance(value, (int, float)) or key == 'seed':
+      if (isinstance(value, bool) or not isinstance(value, (int, float))
+          or key in ('seed', 'diverged_round')):
         continue
       values = [float(r[key]) for r in group if isinstance(r.get(key), (int, float))]
       agg[f'{key}_mean'] = statistics.fmean(values)
@@ -70,9 +74,14 @@ def table(rows: list[dict]) -> str:
 
   With several seeds of an algorithm: mean ± std of the accuracy, means of the rest.
   """
+  extra = _privacy_columns(rows)
   if any(len(a['seeds']) > 1 for a in aggregate(rows)):
-    return _seed_table(aggregate(rows), _privacy_columns(rows))
-  columns = _COLUMNS + _privacy_columns(rows)
+    if any(r.get('diverged_round') for r in rows):
+      extra += (('diverged', 'diverged_seeds', None),)
+    return _seed_table(aggregate(rows), extra)
+  if any(r.get('diverged_round') for r in rows):
+    extra += (('diverged at round', 'diverged_round', lambda v: '-' if not v else str(v)),)
+  columns = _COLUMNS + extra
   header = [c[0] for c in columns]
   lines = []
   for row in rows:
@@ -105,9 +114,18 @@ def _seed_table(aggregated: list[dict], extra: tuple = ()) -> str:
              f"{a['test_accuracy_mean']:.4f} ± {a['test_accuracy_std']:.4f}",
              f"{a['kept_params_mean']:,.0f}/{a['total_params_mean']:,.0f}"]
     cells += [fmt(a[f'{key}_mean']) for _, key, fmt in _COLUMNS[3:]]
-    cells += [fmt(a.get(f'{key}_mean')) for _, key, fmt in extra]
+    cells += [_diverged_seeds(a) if key == 'diverged_seeds' else fmt(a.get(f'{key}_mean'))
+              for _, key, fmt in extra]
     lines.append(cells)
   return _markdown(header, lines)
+
+
+def _diverged_seeds(aggregated: dict) -> str:
+  """'2/3 seeds (1, 2)': the seeds of an algorithm that diverged (on_divergence=record)."""
+  seeds = aggregated.get('diverged_seeds', [])
+  if not seeds:
+    return '-'
+  return f"{len(seeds)}/{len(aggregated['seeds'])} (seeds {', '.join(map(str, seeds))})"
 
 
 def read_runs(path: str) -> dict[str, dict[int, list[dict]]]:

@@ -259,8 +259,12 @@ def run_algorithm(setup: setup_lib.Setup, algorithm: Algorithm, *,
     if not np.all(np.isfinite(train_losses)):  # the clients' losses only to name the culprits
       client_losses = sharding.host_value(met.client_loss)
       for i, v in enumerate(variants):
-        logbook.check_finite(label(v, setup), r, float(train_losses[i]), client_losses[i],
-                             ids[i], ckpt.latest_round())
+        if ledgers[i].diverged_round:
+          continue  # recorded already (on_divergence=record): NaN stays NaN
+        if logbook.check_finite(label(v, setup), r, float(train_losses[i]), client_losses[i],
+                                ids[i], ckpt.latest_round(),
+                                record=config.on_divergence == 'record'):
+          ledgers[i] = dataclasses.replace(ledgers[i], diverged_round=r)
     # What each variant's clients received this round: its mask then (the round's own mask
     # when the round built one), and the mask's bitmap while it was new to them.
     fields, traffic = [], []

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from autoflip_jax import accounting, train
+from autoflip_jax import accounting, report, train
 from tests.helpers import tiny_config
 
 FIELDS = ('round', 'algorithm', 'test_accuracy', 'train_loss', 'kept_params', 'total_params',
@@ -111,3 +111,33 @@ def test_diverging_run_stops_with_round_and_clients_named(tmp_path):
     train.train_and_evaluate(config, str(tmp_path))
   # What finished (round 0) is on disk.
   assert [r['round'] for r in _rows(tmp_path)] == [0]
+
+
+def test_a_diverging_run_can_be_recorded_and_the_others_go_on(tmp_path):
+  config = tiny_config(algorithm='fedavg,eflprune', learning_rate=1e9, num_rounds=3,
+                       seeds='0,1', on_divergence='record')
+  rows = train.train_and_evaluate(config, str(tmp_path))
+  # Both algorithms ran to the end, every seed recorded as diverged in round 1.
+  assert [(r['algorithm'], r['seed'], r['diverged_round']) for r in rows] == [
+      ('fedavg', 0, 1), ('fedavg', 1, 1), ('eflprune', 0, 1), ('eflprune', 1, 1)]
+  metrics = _rows(tmp_path)
+  for name in ('fedavg', 'eflprune'):
+    for seed in (0, 1):
+      assert [r['round'] for r in metrics if r['algorithm'] == name and r['seed'] == seed] == [
+          0, 1, 2, 3]
+  with open(tmp_path / 'summary.json') as f:
+    summary = json.load(f)
+  assert [a['diverged_seeds'] for a in summary['aggregate']] == [[0, 1], [0, 1]]
+  assert '2/2 (seeds 0, 1)' in report.table(rows)
+  # A rerun finds the work done: the divergence is a result, not redone.
+  again = train.train_and_evaluate(config, str(tmp_path))
+  assert [r['diverged_round'] for r in again] == [1, 1, 1, 1]
+
+
+def test_the_table_names_the_round_a_single_seed_diverged():
+  row = dict(algorithm='fedavg', seed=0, test_accuracy=0.1, kept_params=10, total_params=10,
+             compression=1.0, flops_per_example=1.0, flops_structured=1.0, flops_dense=1.0,
+             bytes_up_total=1, bytes_down_total=1)
+  assert 'diverged at round' not in report.table([row])
+  table = report.table([dict(row, diverged_round=7)])
+  assert 'diverged at round' in table and table.rstrip().endswith('| 7                 |')

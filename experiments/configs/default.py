@@ -197,5 +197,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.seeds = ''
   config.eval_every = 1
   config.eval_batch_size = 500
+  # A variant whose training loss turns non-finite: 'stop' the command with an error naming
+  # the round and clients (its finished rounds stay checkpointed), or 'record' it (the row's
+  # `diverged_round`; its model stays NaN, scored as such) and go on with the other seeds and
+  # algorithms: for threat studies where divergence is a result.
+  config.on_divergence = 'stop'
   config.checkpoint_every = 10      # rounds between checkpoints (and the last round); see README
   return config
