@@ -30,11 +30,11 @@ exploration: it is run once per seed and every point's server side (attack, clip
 aggregation, `autoflip.server_reports` / `server_guidance`, with the run's own keys) is applied
 to it, so the Jaccard is that of the mask the point's run trains with. Accuracy and compression
 come from the runs. Writes `robustness.json` (one row per point: grid, aggregation,
-guidance_trim, guidance_bucket, attack_kind, attack_fraction, exploration_noise, training_noise, jaccard (against
-the clean mean's mask), jaccard_same_aggregation (against the same aggregation without the
-attack); both the mean over seeds, per seed in `*_per_seed`), test_accuracy (the final
-round's, mean over seeds; `test_accuracy_std`, `test_accuracy_per_seed`), compression,
-epsilon: exploration's or training's, whichever is on;
+guidance_trim, guidance_bucket, attack_kind, attack_fraction, exploration_noise,
+training_noise, jaccard (against the clean mean's mask), jaccard_same_aggregation (against
+the same aggregation without the attack); both the mean over seeds, per seed in
+`*_per_seed`), test_accuracy (the final round's, mean over seeds; `test_accuracy_std`,
+`test_accuracy_per_seed`), compression, epsilon: exploration's or training's, whichever is on;
 `attackers_per_seed` and, for `filtered_mean`, `dropped_per_seed`: the client ids of the
 attacking explorers and of those whose reports the filter left out; `diverged` for a run that
 stopped on a non-finite loss), prints a table and draws
