@@ -65,6 +65,7 @@ import jax.numpy as jnp
 
 from autoflip_jax import local, server, shrink
 from autoflip_jax.masks import apply_mask
+from autoflip_jax.models import layers
 
 PyTree = Any
 AGGREGATIONS = ('mean', 'median', 'trimmed_mean')
@@ -221,11 +222,22 @@ def vmap_clients(fn: Callable, chunk: int) -> Callable:
   without it (its dots and im2col copies miss their fast paths), so chunks of one are unbatched.
   """
   if chunk != 1:
-    return jax.vmap(fn)
+    return _vmapped(fn)
 
   def one(*args):
     return jax.tree.map(lambda a: a[None], fn(*jax.tree.map(lambda a: a[0], args)))
   return one
+
+
+def _vmapped(fn: Callable) -> Callable:
+  """`jax.vmap(fn)`, traced with `layers.vmapped_models` (the models then pick the layers that
+  vmap well: the patch convolution rather than a CPU's native one)."""
+  batched = jax.vmap(fn)
+
+  def call(*args):
+    with layers.vmapped_models():
+      return batched(*args)
+  return call
 
 
 def chunked_map(fn: Callable, xs: tuple, chunk: int) -> PyTree:
@@ -235,10 +247,11 @@ def chunked_map(fn: Callable, xs: tuple, chunk: int) -> PyTree:
   (the remainder in one more vmap). Memory grows with the chunk, not with the axis.
   """
   if chunk == 0:
-    return jax.vmap(fn)(*xs)
+    return _vmapped(fn)(*xs)
   if chunk == 1:
     return jax.lax.map(lambda a: fn(*a), xs)
-  return jax.lax.map(lambda a: fn(*a), xs, batch_size=chunk)
+  with layers.vmapped_models():
+    return jax.lax.map(lambda a: fn(*a), xs, batch_size=chunk)
 
 
 def round_body(state: ServerState, data: local.ClientData, num_examples: jax.Array,

@@ -31,6 +31,7 @@ for the first model; `reference_gflops`, `matmul_peak_gflops` and their ratio
 
 from __future__ import annotations
 
+import functools
 import json
 import resource
 import time
@@ -46,6 +47,7 @@ from ml_collections import config_flags
 
 from autoflip_jax import accounting, config_checks, federated, local, masks, models, schedule
 from autoflip_jax import setup as setup_lib
+from autoflip_jax.models import layers
 from benchmarks import timing
 
 _MODELS = flags.DEFINE_list('models', ['cnn', 'lstm'], 'Models for part 1 (cnn, lstm).')
@@ -221,36 +223,60 @@ def matmul_peak(n: int, repeats: int = 10) -> float:
 
 
 def reference_round() -> dict:
-  """Part 3: FedAvg's round of the real job of --config, its FLOP/s and the matmul peak."""
+  """Part 3: FedAvg's round of the real job of --config, its FLOP/s and the matmul peak; the
+  round as the models run now (`conv_impl` auto) beside the same round with every convolution
+  as patches times a matmul (`patches`, the way before native convolutions on a CPU)."""
   config = _CONFIG.value
   config_checks.validate_config(config)
   setup = setup_lib.resolve(config)
   params0 = setup.params0(0)
   ids = schedule.sample_clients(0, 1, config.num_clients, config.clients_per_round)
   data, n = setup.pack(ids)
-  fn = setup.round_fn(1)
   state = lambda: setup.server_state([params0])  # a fresh one per call: the round donates it
 
   args = (data, n, ids, jnp.stack([jax.random.key(0)]), jnp.float32(config.learning_rate), None)
-  compiled, compile_s = aot(fn, state(), *args)
-  seconds = timing.time_interleaved({'round': lambda: compiled(state(), *args)},
-                                    _REPEATS.value)['round']
+  ways, compile_s = {}, {}
+  for way in ('auto', 'patches'):
+    with layers.conv_impl(way):  # traced (and so built) under it; a new jit per way
+      compiled, compile_s[way] = aot(setup.round_fn(1), state(), *args)
+    ways[way] = functools.partial(lambda c: c(state(), *args), compiled)
+  seconds = timing.time_interleaved(ways, _REPEATS.value)
   forward = accounting.flops_per_example(params0, None, setup.positions, 'dense')
   examples = int(np.sum(n)) * config.local_epochs
   flops = 3 * forward * examples
   peak = matmul_peak(_MATMUL.value)
-  gflops = flops / seconds / 1e9
+  gflops = {way: flops / seconds[way] / 1e9 for way in ways}
+  # What XLA counts for one example's forward pass traced each way: the native convolution
+  # skips the kernel taps on the zero padding, which the nominal count (and the patches) keep.
+  counted = {}
+  for way in ways:
+    with layers.conv_impl(way):
+      x = jax.ShapeDtypeStruct((1,) + data.x.shape[3:], data.x.dtype)
+      # a new function per way: jit would reuse the trace of an earlier jit of the same one
+      cost = jax.jit(lambda p, x: setup.apply_fn(p, x)).lower(params0, x).compile()
+      cost = cost.cost_analysis()
+    counted[way] = (cost[0] if isinstance(cost, list) else cost)['flops']
   print(f'\nreference round ({config.model}, {config.data.name}): {len(ids)} clients, '
         f'{int(np.sum(n))} examples x {config.local_epochs} epochs, batch {data.y.shape[-1]} '
-        f'(config {config.batch_size}), {data.y.shape[-2]} step(s) an epoch')
-  print(f'  {seconds:.3f} s/round  {flops:.3g} FLOPs (3 x {forward:,} per example x {examples:,})'
-        f'  {gflops:.1f} GFLOP/s  matmul peak {peak:.1f} GFLOP/s ({_MATMUL.value}^2 float32)  '
-        f'{gflops / peak:.2f} of peak  compile {compile_s:.1f} s')
+        f'(config {config.batch_size}), {data.y.shape[-2]} step(s) an epoch, '
+        f'{flops:.3g} FLOPs (3 x {forward:,} per example x {examples:,}); matmul peak '
+        f'{peak:.1f} GFLOP/s ({_MATMUL.value}^2 float32)')
+  for way in ways:
+    name = 'ours (native convs on a CPU)' if way == 'auto' else 'all convs as patches'
+    print(f'  {name:30s} {seconds[way]:.3f} s/round  {gflops[way]:.1f} GFLOP/s  '
+          f'{gflops[way] / peak:.2f} of peak  compile {compile_s[way]:.1f} s  (XLA counts '
+          f'{counted[way] / forward:.3f} of the nominal forward FLOPs: '
+          f'{gflops[way] * counted[way] / forward / peak:.2f} of peak)')
+  print(f'  speed-up of ours over patches: {seconds["patches"] / seconds["auto"]:.2f}x')
   return dict(model=config.model, dataset=config.data.name, clients=len(ids),
               examples=int(np.sum(n)), epochs=config.local_epochs, batch=int(data.y.shape[-1]),
-              seconds=seconds, compile_seconds=compile_s, flops=flops,
-              reference_gflops=gflops, matmul_peak_gflops=peak,
-              reference_fraction_of_peak=gflops / peak)
+              seconds=seconds['auto'], compile_seconds=compile_s['auto'], flops=flops,
+              reference_gflops=gflops['auto'], matmul_peak_gflops=peak,
+              reference_fraction_of_peak=gflops['auto'] / peak,
+              patches_seconds=seconds['patches'], patches_gflops=gflops['patches'],
+              patches_fraction_of_peak=gflops['patches'] / peak,
+              speedup_over_patches=seconds['patches'] / seconds['auto'],
+              xla_forward_flops={way: counted[way] for way in ways})
 
 
 def main(argv):
@@ -272,6 +298,7 @@ def main(argv):
       reference_gflops=reference.get('reference_gflops'),
       matmul_peak_gflops=reference.get('matmul_peak_gflops'),
       reference_fraction_of_peak=reference.get('reference_fraction_of_peak'),
+      reference_patches_fraction_of_peak=reference.get('patches_fraction_of_peak'),
       models=parts, cohorts=cohorts, reference=reference, peak_host_mib=peak,
       device_peak_mib=device_peak)))
 

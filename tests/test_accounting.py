@@ -10,6 +10,7 @@ import pytest
 from autoflip_jax import accounting
 from autoflip_jax.models.cnn import CNN
 from autoflip_jax.models.efficientnet import EfficientNet
+from autoflip_jax.models import layers
 from autoflip_jax.models.lstm import LSTM
 from autoflip_jax.models.resnet import ResNet18
 
@@ -123,10 +124,21 @@ def test_dense_flops_agree_with_xla_cost_analysis(name):
   params, positions = _setup(model, shape, dtype)
   ours = accounting.flops_per_example(params, None, positions, 'dense')
   x = jax.ShapeDtypeStruct((1,) + shape, dtype)
-  compiled = jax.jit(lambda p, x: model.apply({'params': p}, x)).lower(params, x).compile()
-  cost = compiled.cost_analysis()
-  xla = (cost[0] if isinstance(cost, list) else cost)['flops']
+
+  def xla_flops():
+    # A new jit each time: the program is traced under the conv_impl of the call.
+    compiled = jax.jit(lambda p, x: model.apply({'params': p}, x)).lower(params, x).compile()
+    cost = compiled.cost_analysis()
+    return (cost[0] if isinstance(cost, list) else cost)['flops']
+
+  # Ours counts every kernel tap at every output position, as the patch matmul does.
+  with layers.conv_impl('patches'):
+    xla = xla_flops()
   assert ours <= xla <= ours * (1 + tol), (name, xla / ours)
+  # XLA's native convolution (a CPU's stride-1 convs) skips the taps on the zero padding.
+  with layers.conv_impl('native'):
+    native = xla_flops()
+  assert 0.85 * ours <= native <= xla, (name, native / ours)
 
 
 # --- Bytes ---------------------------------------------------------------------------------

@@ -88,7 +88,8 @@ def test_two_processes_round_equals_single_process(tmp_path):
     # Both processes hold the same (replicated or gathered) result ...
     np.testing.assert_array_equal(p0[k], p1[k], err_msg=k)
     # ... and it is the one-device result.
-    np.testing.assert_allclose(p0[k], single[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    # float rounding: the processes' convolutions see half the cohort each
+    np.testing.assert_allclose(p0[k], single[k], rtol=1e-5, atol=1e-5, err_msg=k)
   pruned = [single[f'param_{i}'][~single[f'mask_{i}']]
             for i in range(sum(k.startswith('mask_') for k in single))]
   assert pruned and all(np.all(p == 0) for p in pruned)

