@@ -63,9 +63,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from autoflip_jax import local, server, shrink
+from autoflip_jax import layout, local, server, shrink
 from autoflip_jax.masks import apply_mask
-from autoflip_jax.models import layers
 
 PyTree = Any
 AGGREGATIONS = ('mean', 'median', 'trimmed_mean')
@@ -230,12 +229,12 @@ def vmap_clients(fn: Callable, chunk: int) -> Callable:
 
 
 def _vmapped(fn: Callable) -> Callable:
-  """`jax.vmap(fn)`, traced with `layers.vmapped_models` (the models then pick the layers that
+  """`jax.vmap(fn)`, traced with `layout.vmapped_models` (the models then pick the layers that
   vmap well: the patch convolution rather than a CPU's native one)."""
   batched = jax.vmap(fn)
 
   def call(*args):
-    with layers.vmapped_models():
+    with layout.vmapped_models():
       return batched(*args)
   return call
 
@@ -250,7 +249,7 @@ def chunked_map(fn: Callable, xs: tuple, chunk: int) -> PyTree:
     return _vmapped(fn)(*xs)
   if chunk == 1:
     return jax.lax.map(lambda a: fn(*a), xs)
-  with layers.vmapped_models():
+  with layout.vmapped_models():
     return jax.lax.map(lambda a: fn(*a), xs, batch_size=chunk)
 
 

@@ -14,8 +14,10 @@ the kernel's: the input against the output's gradient, batch and channels swappe
 runs a plain NHWC/HWIO forward convolution fast (its Eigen kernel, no patch matrix), but the
 convolutions that autodiff writes for the kernel's gradient 100 times slower; and the patch
 matrix of a 5x5 layer is 25 copies of its input that the CPU writes and reads back slower than
-it multiplies them (`benchmarks/round_throughput.py`, README "Engine speed"). Under a vmap over
-clients or variants (`vmapped_models`) it is the patches again, as elsewhere (GPU, TPU) and for
+it multiplies them (`benchmarks/round_throughput.py`, README "Engine speed"). Under the engine's
+vmap over clients or variants (`layout.vmapped_models`: vmapped, a native convolution with
+per-client kernels becomes a grouped convolution, several times slower on a CPU, where the
+patches vmap into a batched matmul) it is the patches again, as elsewhere (GPU, TPU) and for
 strided convolutions.
 Kernels are stored as `[kh, kw, in, out]` like `flax.linen.Conv` (`[kh, kw, 1, channels]` for a
 depthwise one), so masks, units, accounting and checkpoints read them the same way.
@@ -36,6 +38,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from autoflip_jax import layout
 
 KeptUnits = tuple[tuple[str, tuple[int, ...]], ...]
 
@@ -80,7 +84,6 @@ def _shifted(x_bhwc: jax.Array, kh: int, kw: int, padding: int, stride: int):
 
 CONV_IMPLS = ('auto', 'patches', 'native')
 _CONV_IMPL = ['auto']  # read when a model is traced (`conv_impl` changes it for a block)
-_VMAPPED = [0]  # > 0 while models are traced under a vmap over clients or variants
 
 
 @contextlib.contextmanager
@@ -99,25 +102,11 @@ def conv_impl(name: str):
     _CONV_IMPL[0] = before
 
 
-@contextlib.contextmanager
-def vmapped_models():
-  """Within the block, models are traced under a `vmap` over clients or variants (the round's
-  and exploration's batched layouts enter it: `federated.vmap_clients`, `chunked_map`). `auto`
-  then keeps the patches: vmapped, a native convolution with per-client kernels becomes a
-  grouped convolution, several times slower on a CPU, where the patches vmap into a batched
-  matmul."""
-  _VMAPPED[0] += 1
-  try:
-    yield
-  finally:
-    _VMAPPED[0] -= 1
-
-
 def uses_native_conv(kh: int, kw: int, padding: int, stride: int) -> bool:
   """Whether a `PatchConv` of this shape, traced now, runs as `native_conv`."""
   impl = _CONV_IMPL[0]
   if impl == 'auto':
-    impl = 'native' if jax.default_backend() == 'cpu' and not _VMAPPED[0] else 'patches'
+    impl = 'native' if jax.default_backend() == 'cpu' and not layout.is_vmapped() else 'patches'
   return (impl == 'native' and stride == 1 and (kh, kw) != (1, 1)
           and 0 <= padding <= min(kh, kw) - 1)
 
