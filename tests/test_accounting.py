@@ -109,7 +109,8 @@ def test_depthwise_and_squeeze_excitation_flops():
 # share. (Our depthwise count, 2 k^2 per output, is one FLOP above XLA's k^2 products plus
 # k^2 - 1 sums; negligible.) The tolerance bounds XLA / ours - 1 from above; XLA is never lower.
 XLA_CASES = {
-    'cnn': (CNN(num_classes=10), (28, 28, 1), jnp.float32, 0.01),
+    # XLA also counts elementwise ops: the pooling's max of four corner views is 2.4%.
+    'cnn': (CNN(num_classes=10), (28, 28, 1), jnp.float32, 0.03),
     'resnet18': (ResNet18(num_classes=10), (32, 32, 3), jnp.float32, 0.06),
     'efficientnet': (EfficientNet(num_classes=100, depth_mult=0.2), (32, 32, 3), jnp.float32,
                      0.17),

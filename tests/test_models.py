@@ -51,6 +51,31 @@ def test_max_pool_2x2_equals_flax_max_pool(shape, padding):
   np.testing.assert_array_equal(grads[0], grads[1])
 
 
+@pytest.mark.parametrize('shape,padding', [((2, 26, 26, 3), 1), ((2, 7, 9, 2), 1),
+                                           ((2, 8, 8, 2), 0), ((1, 5, 5, 1), 1)])
+def test_max_pool_gradient_shares_ties_like_autodiff_of_a_max(shape, padding):
+  """With ties (blocks of equal values, as a constant background gives), the hand-written
+  gradient equals autodiff of the max over each window (reshape and max, the earlier code)."""
+  x = jnp.round(jax.random.normal(jax.random.PRNGKey(3), shape) * 2) / 2  # many equal values
+  x = x.at[:, :4, :4, :].set(0.5)
+
+  def reshape_max(x):
+    _, h, w, _ = x.shape
+    oh, ow = (h + 2 * padding - 2) // 2 + 1, (w + 2 * padding - 2) // 2 + 1
+    cfg = ((0, 0, 0), (padding, 2 * oh - h - padding, 0), (padding, 2 * ow - w - padding, 0),
+           (0, 0, 0))
+    x = jax.lax.pad(x, jnp.array(-jnp.inf, x.dtype), cfg)
+    return jnp.max(x.reshape(x.shape[0], oh, 2, ow, 2, x.shape[-1]), axis=(2, 4))
+
+  weights = jax.random.normal(jax.random.PRNGKey(4), reshape_max(x).shape)
+  np.testing.assert_array_equal(max_pool_2x2(x, padding), reshape_max(x))
+  grads = [jax.jit(jax.grad(lambda x: jnp.sum(f(x) * weights)))(x)
+           for f in (lambda x: max_pool_2x2(x, padding), reshape_max)]
+  np.testing.assert_allclose(grads[0], grads[1], rtol=1e-6, atol=1e-7)
+  assert np.any((np.asarray(grads[1]) != 0) & (np.abs(np.asarray(grads[1])) <
+                                                np.abs(np.asarray(weights)).max()))
+
+
 def test_im2col_feature_layout():
   # x[0, h, w, c] = 100 h + 10 w + c; with no padding, patch (0, 0) feature (i*kw + j)*C + c
   # holds x[0, i, j, c].

@@ -56,6 +56,7 @@ def test_patch_conv_picks_the_way_by_backend_shape_and_context():
   assert layers.uses_native_conv(5, 5, 1, 1) == on_cpu
   assert not layers.uses_native_conv(3, 3, 1, 2)   # strided: patches
   assert not layers.uses_native_conv(1, 1, 0, 1)   # 1x1: a plain matmul
+  assert not layers.uses_native_conv(5, 5, 1, 1, channels=1)  # an image's first layer
   with layers.conv_impl('patches'):
     assert not layers.uses_native_conv(5, 5, 1, 1)
   with layers.conv_impl('native'):

@@ -102,11 +102,18 @@ def conv_impl(name: str):
     _CONV_IMPL[0] = before
 
 
-def uses_native_conv(kh: int, kw: int, padding: int, stride: int) -> bool:
-  """Whether a `PatchConv` of this shape, traced now, runs as `native_conv`."""
+NATIVE_MIN_CHANNELS = 4  # `auto`: fewer input channels (an image's first layer) keep the patches
+
+
+def uses_native_conv(kh: int, kw: int, padding: int, stride: int, channels: int = 64) -> bool:
+  """Whether a `PatchConv` of this shape (`channels`: its input channels), traced now, runs as
+  `native_conv`. `auto` keeps the patches for a layer on 1-3 input channels: its gradient
+  needs no input gradient, where the native way gains, and its patch matrix is small, so the
+  patches were faster there (the CNN's first layer, 13.4 against 17.3 ms a step of 200)."""
   impl = _CONV_IMPL[0]
   if impl == 'auto':
-    impl = 'native' if jax.default_backend() == 'cpu' and not layout.is_vmapped() else 'patches'
+    impl = ('native' if jax.default_backend() == 'cpu' and not layout.is_vmapped()
+            and channels >= NATIVE_MIN_CHANNELS else 'patches')
   return (impl == 'native' and stride == 1 and (kh, kw) != (1, 1)
           and 0 <= padding <= min(kh, kw) - 1)
 
@@ -173,24 +180,57 @@ def depthwise_conv(x_bhwc: jax.Array, kernel: jax.Array, stride: int) -> jax.Arr
   return jnp.sum(views * kernel.reshape(kh * kw, c), axis=-2)
 
 
-def max_pool_2x2(x_bhwc: jax.Array, padding: int = 1) -> jax.Array:
-  """2x2 max pooling with stride 2 and symmetric padding `padding` (PyTorch's
-  `MaxPool2d(2, padding=padding)`), as a reshape and a max.
-
-  The same values as `nn.max_pool(x, (2, 2), strides=(2, 2), padding=((p, p), (p, p)))`, but
-  XLA:CPU runs a reduce-window and its select-and-scatter gradient several times slower than a
-  max over a reshaped axis, whose gradient is elementwise (the pooling was about a quarter of the
-  CNN's training step; `benchmarks/round_throughput.py`). At ties the gradient is shared among
-  the tied inputs rather than given to one; both are subgradients, and after a ReLU the tied
-  zeros get no gradient either way.
-  """
+def _pool_windows(x_bhwc: jax.Array, padding: int):
+  """The four strided views `[b, oh, ow, c]` of the -inf-padded input, one per window corner:
+  (0, 0), (0, 1), (1, 0), (1, 1)."""
   _, h, w, _ = x_bhwc.shape
   oh, ow = _out_size(h, 2, 2, padding), _out_size(w, 2, 2, padding)
   # Pad to exactly 2 * out (negative high padding crops a row no window reaches).
   config = ((0, 0, 0), (padding, 2 * oh - h - padding, 0), (padding, 2 * ow - w - padding, 0),
             (0, 0, 0))
   x = jax.lax.pad(x_bhwc, jnp.array(-jnp.inf, x_bhwc.dtype), config)
-  return jnp.max(x.reshape(x.shape[0], oh, 2, ow, 2, x.shape[-1]), axis=(2, 4))
+  return x[:, 0::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 0::2], x[:, 1::2, 1::2]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def max_pool_2x2(x_bhwc: jax.Array, padding: int = 1) -> jax.Array:
+  """2x2 max pooling with stride 2 and symmetric padding `padding` (PyTorch's
+  `MaxPool2d(2, padding=padding)`): the elementwise max of the four window corners' views.
+
+  The same values as `nn.max_pool(x, (2, 2), strides=(2, 2), padding=((p, p), (p, p)))`, but
+  XLA:CPU runs a reduce-window and its select-and-scatter gradient several times slower. The
+  gradient is written by hand (`_max_pool_bwd`): each corner whose value is the window's max
+  gets the output's gradient, shared equally among tied corners (what autodiff of a max over
+  the window gives, in one elementwise pass that interleaves the four corners back; 2-3x faster
+  than autodiff of the reshape-and-max this replaced, `tests/test_models.py` checks both). At
+  ties both are subgradients, and after a ReLU the tied zeros get no gradient either way.
+  """
+  a, b, c, d = _pool_windows(x_bhwc, padding)
+  return jnp.maximum(jnp.maximum(a, b), jnp.maximum(c, d))
+
+
+def _max_pool_fwd(x_bhwc, padding):
+  out = max_pool_2x2(x_bhwc, padding)
+  return out, (x_bhwc, out)
+
+
+def _max_pool_bwd(padding, residuals, g):
+  x_bhwc, out = residuals
+  batch, h, w, ch = x_bhwc.shape
+  oh, ow = out.shape[1:3]
+  hits = [corner == out for corner in _pool_windows(x_bhwc, padding)]
+  share = g / sum(hit.astype(g.dtype) for hit in hits)
+  parts = [jnp.where(hit, share, jnp.zeros((), g.dtype)) for hit in hits]
+  # [b, oh, 2, ow, 2, c]: the corners back in their places, then the padding cut off (and the
+  # rows no window reached given zeros).
+  grid = jnp.stack([jnp.stack(parts[:2], axis=3), jnp.stack(parts[2:], axis=3)], axis=2)
+  grid = grid.reshape(batch, 2 * oh, 2 * ow, ch)
+  config = ((0, 0, 0), (-padding, h + padding - 2 * oh, 0), (-padding, w + padding - 2 * ow, 0),
+            (0, 0, 0))
+  return (jax.lax.pad(grid, jnp.zeros((), g.dtype), config),)
+
+
+max_pool_2x2.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 class PatchConv(nn.Module):
@@ -207,7 +247,7 @@ class PatchConv(nn.Module):
     kh, kw = self.kernel_size
     cin = x_bhwc.shape[-1]
     kernel = self.param('kernel', self.kernel_init, (kh, kw, cin, self.features))
-    if uses_native_conv(kh, kw, self.padding, self.strides):
+    if uses_native_conv(kh, kw, self.padding, self.strides, cin):
       y = native_conv(x_bhwc, kernel, self.padding)
     else:
       if kh == kw == 1 and self.padding == 0:
