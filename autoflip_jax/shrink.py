@@ -72,14 +72,25 @@ def _positions(size: int, keep: np.ndarray, n: int) -> np.ndarray:
   return (np.arange(repeat)[:, None] * n + keep[None, :]).ravel()
 
 
-def _slices(units, mask: PyTree) -> tuple[dict, dict, dict]:
-  """(slices, alive unit indices, unit counts) of `units` under `mask` (see `Plan`)."""
+def _aligned(alive: np.ndarray, align: int) -> np.ndarray:
+  """The alive indices, and as few dead ones (the first) as make their count a multiple of
+  `align` (or all of them)."""
+  keep = np.flatnonzero(alive)
+  short = min(-len(keep) % align, len(alive) - len(keep))
+  if short:
+    keep = np.sort(np.concatenate([keep, np.flatnonzero(~alive)[:short]]))
+  return keep
+
+
+def _slices(units, mask: PyTree, align: int = 1) -> tuple[dict, dict, dict]:
+  """(slices, kept unit indices, unit counts) of `units` under `mask` (see `Plan`): the alive
+  units, topped up with dead ones to a multiple of `align` units per layer."""
   flat_m = {k: np.asarray(v, bool) for k, v in traverse_util.flatten_dict(mask).items()}
   slices: dict = {}
   alive_idx, sizes = {}, {}
   for unit in units:
     alive = unit.alive(flat_m)
-    keep = np.flatnonzero(alive)
+    keep = _aligned(alive, align)
     n = alive.shape[0]
     roles = ([(p, -1) for p in unit.kernels] + [(p, 0) for p in unit.extras]
              + list(unit.consumers))
@@ -94,12 +105,17 @@ def _slices(units, mask: PyTree) -> tuple[dict, dict, dict]:
   return slices, alive_idx, sizes
 
 
-def plan(model: nn.Module, mask: PyTree) -> Plan:
+def plan(model: nn.Module, mask: PyTree, align: int = 1) -> Plan:
   """The shrinking of `model` under `mask` (see the module docstring), without touching params.
 
   An already shrunk model shrinks further (kept indices stay relative to the original model).
+  `align` > 1 keeps a multiple of that many units in every unit layer (or all of them): the
+  first dead units fill up the count. They stay masked at zero, so the shrunk model still
+  equals the masked one, and some kernels run faster on aligned widths
+  (`models.layers.unit_alignment`). Accounting counts the alive units only
+  (`shrunk_params`).
   """
-  slices, alive_idx, sizes = _slices(model.units(), mask)
+  slices, alive_idx, sizes = _slices(model.units(), mask, align)
   previous = dict(model.kept_units)
   kept = {}
   for name, keep in alive_idx.items():

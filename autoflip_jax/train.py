@@ -52,6 +52,7 @@ from autoflip_jax.algorithms import Algorithm
 from autoflip_jax.data import stats
 from autoflip_jax.logbook import Ledger
 from autoflip_jax.masks import apply_mask, rescale_fan_in
+from autoflip_jax.models import layers
 
 PyTree = Any
 SWEEP_CHECKPOINT = 'autoflip_sweep'  # checkpoints/<this>: a Tp sweep's stacked state
@@ -338,7 +339,7 @@ def shrink_plan(setup: setup_lib.Setup, stacked_mask: PyTree) -> shrink.Plan | N
   None when no unit goes (the full round, no second compile)."""
   union = jax.tree.map(lambda m: np.any(np.asarray(sharding.host_value(m)), axis=0),
                        stacked_mask)
-  plan = shrink.plan(setup.model, union)
+  plan = shrink.plan(setup.model, union, align=layers.unit_alignment())
   return plan if plan.removes_any else None
 
 

@@ -36,6 +36,7 @@ from ml_collections import config_flags
 from autoflip_jax import accounting, algorithms, config_checks, masks, schedule
 from autoflip_jax import setup as setup_lib
 from autoflip_jax import shrink
+from autoflip_jax.models import layers
 from benchmarks import timing
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'experiments/configs/default.py',
@@ -60,7 +61,8 @@ def main(argv):
   mask = autoflip.init(setup.context(seed), params0, jax.random.fold_in(jax.random.key(seed), 2),
                        (config.tp,))[0].mask
   explore_s = time.time() - start
-  plan = shrink.plan(setup.model, jax.tree.map(jnp.asarray, mask))
+  plan = shrink.plan(setup.model, jax.tree.map(jnp.asarray, mask),
+                     align=layers.unit_alignment())  # as the runner (train.shrink_plan)
   dense_mask = masks.ones_mask(params0)
   ids = schedule.sample_clients(seed, 1, config.num_clients, config.clients_per_round)
   data, n = setup.pack(ids)

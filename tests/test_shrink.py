@@ -9,6 +9,7 @@ import pytest
 
 from autoflip_jax import accounting, federated, masks, shrink
 from autoflip_jax import server as server_lib
+from autoflip_jax.models import layers
 from autoflip_jax.models.cnn import CNN
 from tests.test_models_zoo import SMALL, example_input, random_params
 
@@ -239,8 +240,12 @@ def test_a_shrunk_round_equals_the_masked_full_round(name):
       federated.stack(params), federated.stack(mask_list), jnp.zeros((k,), jnp.int32),
       federated.stack([server_lib.init(tx, p) for p in params]))
   union = jax.tree.map(lambda *ms: np.any(ms, axis=0), *mask_list)
-  plan = shrink.plan(model, union)
+  # Aligned to 4 units a layer (the runner's 8 on a CPU): some dead units stay in, at zero.
+  plan = shrink.plan(model, union, align=4)
   assert plan.removes_any
+  alive = shrink.plan(model, union).kept
+  assert any(len(plan.kept[n]) > len(alive[n]) for n in alive)
+  assert all(len(i) % 4 == 0 or len(i) == plan.sizes[n] for n, i in plan.kept.items())
   kwargs = dict(num_variants=k, optimizer='sgd', local_epochs=1, server_tx=tx,
                 variants_per_chunk=1)
   apply_fn = lambda p, x: model.apply({'params': p}, x)
@@ -286,7 +291,9 @@ def test_a_whole_run_on_shrunk_rounds_equals_masked_full_rounds(tmp_path):
   from autoflip_jax import train  # noqa: PLC0415
   from tests.helpers import tiny_config  # noqa: PLC0415
   from tests.test_variants import FLOATS, SMALL as RUN, _rows  # noqa: PLC0415
-  run = dict(RUN, algorithm='eflprune', eflprune_interval=1, eflprune_steps=2)
+  # Wide enough that removed units survive the CPU's alignment to 8 units a layer.
+  run = dict(RUN, algorithm='eflprune', eflprune_interval=1, eflprune_steps=2,
+             model_config={'channels': (16, 32), 'hidden': 64})
   made = []
   make = federated.make_variant_round_fn
   with pytest.MonkeyPatch.context() as patch:
@@ -297,6 +304,8 @@ def test_a_whole_run_on_shrunk_rounds_equals_masked_full_rounds(tmp_path):
   # EFLPrune's two masks (before round 1, after round 1) each removed units.
   assert len(made) == 2 and all(p is not None and fn._cache_size() == 1 for p, fn in made)
   assert made[0][0].key != made[1][0].key
+  align = layers.unit_alignment()
+  assert all(len(i) % align == 0 for p, _ in made for i in p.kept.values())
   got, want = _rows(tmp_path / 'shrunk'), _rows(tmp_path / 'full')
   assert len(got) == len(want) == 4
   for g, w in zip(got, want):
@@ -344,3 +353,16 @@ def test_live_group_norm_is_the_group_norm_of_the_live_channels():
   small = layers.group_norm(x[..., np.array(keep)], scale[np.array(keep)], jnp.zeros(5), keep, 4,
                             2, 1e-5, True)
   np.testing.assert_allclose(np.asarray(small), out[..., np.array(keep)], atol=1e-6)
+
+
+def test_an_aligned_plan_tops_the_alive_units_up_with_dead_ones():
+  """`align`: every unit layer keeps a multiple of that many units (the first dead ones fill
+  up), and a layer never exceeds its size."""
+  from autoflip_jax.shrink import _aligned
+  alive = np.zeros(32, bool)
+  alive[[1, 4, 5, 9, 20, 30]] = True
+  np.testing.assert_array_equal(_aligned(alive, 8), [0, 1, 2, 4, 5, 9, 20, 30])
+  np.testing.assert_array_equal(_aligned(alive, 1), [1, 4, 5, 9, 20, 30])
+  few = np.array([True, False, True])
+  np.testing.assert_array_equal(_aligned(few, 8), [0, 1, 2])  # all of them, not more
+  np.testing.assert_array_equal(_aligned(np.ones(16, bool), 8), np.arange(16))

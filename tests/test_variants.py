@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from autoflip_jax import checkpoint, federated, local, masks, models, report, train
+from autoflip_jax.models import layers
 from tests.helpers import tiny_config
 
 # 100 examples a client (one local step an epoch), 200 test examples: the runs are compile-bound.
@@ -51,6 +52,9 @@ def sweep(tmp_path_factory):
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(federated, 'make_variant_round_fn',
                   lambda *a, **k: made.append(make(*a, **k)) or made[-1])
+    # The tiny CNN's layers of 4 and 8 units would shrink to nothing aligned to 8 on a CPU
+    # (`layers.unit_alignment`, tested in test_shrink.py); here every removed unit goes.
+    patch.setattr(layers, 'unit_alignment', lambda: 1)
     summary = train.train_and_evaluate(tiny_config(**SWEEP), workdir)
   return workdir, summary, made
 
@@ -135,6 +139,7 @@ def test_sweep_resumes_to_the_same_result(sweep, tmp_path, monkeypatch):
     shutil.rmtree(os.path.join(copy, 'checkpoints', name, '3'))
   monkeypatch.setattr(train.algorithms.autoflip, 'init',
                       lambda *a, **k: pytest.fail('explored again instead of resuming'))
+  monkeypatch.setattr(layers, 'unit_alignment', lambda: 1)  # as the fixture's run
   rows = train.train_and_evaluate(tiny_config(**SWEEP), copy)
   assert [r['algorithm'] for r in rows] == NAMES * 2 + ['fedavg'] * 2
   by_key = lambda rs: sorted(rs, key=lambda r: (r['algorithm'], r['seed'], r['round']))
