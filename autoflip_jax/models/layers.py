@@ -141,7 +141,7 @@ def native_conv(x_bhwc: jax.Array, kernel: jax.Array, padding: int) -> jax.Array
 
 
 def _native_conv_fwd(x_bhwc, kernel, padding):
-  return _forward_conv(x_bhwc, kernel, padding, padding), (x_bhwc, kernel)
+  return native_conv(x_bhwc, kernel, padding), (x_bhwc, kernel)
 
 
 def _native_conv_bwd(padding, residuals, g_bhwo):
