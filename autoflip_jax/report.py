@@ -121,11 +121,12 @@ def _seed_table(aggregated: list[dict], extra: tuple = ()) -> str:
 
 
 def _diverged_seeds(aggregated: dict) -> str:
-  """'2/3 seeds (1, 2)': the seeds of an algorithm that diverged (on_divergence=record)."""
+  """'2/3 (seeds 1, 2)': the seeds of an algorithm that diverged (on_divergence=record)."""
   seeds = aggregated.get('diverged_seeds', [])
   if not seeds:
     return '-'
-  return f"{len(seeds)}/{len(aggregated['seeds'])} (seeds {', '.join(map(str, seeds))})"
+  names = 'seed' if len(seeds) == 1 else 'seeds'
+  return f"{len(seeds)}/{len(aggregated['seeds'])} ({names} {', '.join(map(str, seeds))})"
 
 
 def read_runs(path: str) -> dict[str, dict[int, list[dict]]]:
