@@ -7,7 +7,8 @@ convolution that runs several times slower, while a patches-matmul vmaps into a 
 matmul (jax-ml/jax#12868 and our measurements in the core issue). The maths is the same as
 `flax.linen.Conv` (with `feature_group_count` for the depthwise case), which the tests check.
 
-One exception, on a CPU (`conv_impl`, default `auto`): a stride-1 k x k `PatchConv` runs as
+One exception, on a CPU (`conv_impl`, default `auto`): a stride-1 k x k `PatchConv` on 4 or more
+input channels (`NATIVE_MIN_CHANNELS`; an image's first layer keeps the patches) runs as
 `native_conv`, XLA's own convolution forward with a hand-written backward pass made of two more
 forward convolutions (the input's gradient: the output's gradient against the flipped kernel;
 the kernel's: the input against the output's gradient, batch and channels swapped). XLA:CPU
@@ -18,7 +19,9 @@ it multiplies them (`benchmarks/round_throughput.py`, README "Engine speed"). Un
 vmap over clients or variants (`layout.vmapped_models`: vmapped, a native convolution with
 per-client kernels becomes a grouped convolution, several times slower on a CPU, where the
 patches vmap into a batched matmul) it is the patches again, as elsewhere (GPU, TPU) and for
-strided convolutions.
+strided convolutions. Shrunk models keep their unit layers at multiples of 8 units there
+(`unit_alignment`).
+
 Kernels are stored as `[kh, kw, in, out]` like `flax.linen.Conv` (`[kh, kw, 1, channels]` for a
 depthwise one), so masks, units, accounting and checkpoints read them the same way.
 
