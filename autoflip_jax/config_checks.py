@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from autoflip_jax import algorithms, federated, local, masks, models, server
 from autoflip_jax import data as data_lib
+from autoflip_jax.fields import check_buckets
 from autoflip_jax.fields import check_choice as _choice
 from autoflip_jax.fields import check_float as _float
 from autoflip_jax.fields import check_int as _int
@@ -109,25 +110,16 @@ def validate_config(config) -> None:
                      f'combined with DP-FedAvg (config.dp.clip={config.dp.clip!r}): its noise is '
                      f"calibrated to the sum of the clipped updates; use 'mean' or dp.clip=0")
   _int(config, 'update_bucket', 1, config.clients_per_round)
-  if config.update_bucket > 1 and config.update_aggregation == 'mean':
-    raise ValueError(f'config.update_bucket={config.update_bucket!r} with '
-                     f"config.update_aggregation='mean': bucketing feeds a median or trimmed "
-                     f"mean (the mean of bucket means is the mean); set update_aggregation or "
-                     f'update_bucket=1')
   groups = federated.num_buckets(config.clients_per_round, config.update_bucket)
-  if config.update_bucket > 1 and groups < 3:
-    raise ValueError(f'config.update_bucket={config.update_bucket!r} leaves {groups} bucket(s) '
-                     f'of config.clients_per_round={config.clients_per_round}: a median or '
-                     f'trimmed mean of fewer than 3 buckets is their mean; use update_bucket <= '
-                     f'{max(1, config.clients_per_round // 3)}')
+  check_buckets(config, 'update', config.clients_per_round,
+                f'config.clients_per_round={config.clients_per_round}', groups,
+                federated.trim_count(config.update_trim, groups))
   if (config.update_aggregation == 'trimmed_mean'
-      and federated.trim_count(config.update_trim, groups) == 0):
-    what = (f'a cohort of config.clients_per_round={config.clients_per_round}'
-            if config.update_bucket == 1 else
-            f'the {groups} buckets of config.update_bucket={config.update_bucket} clients')
-    raise ValueError(f'config.update_trim={config.update_trim!r} cuts nothing of {what}: the '
-                     f'trimmed mean would be the plain mean; use update_trim >= '
-                     f'{1 / groups:.3g}')
+      and federated.trim_count(config.update_trim, config.clients_per_round) == 0):
+    raise ValueError(f'config.update_trim={config.update_trim!r} cuts nothing of a cohort of '
+                     f'config.clients_per_round={config.clients_per_round}: the trimmed mean '
+                     f'would be the plain mean; use update_trim >= '
+                     f'{1 / config.clients_per_round:.3g}')
   _float(config, 'attack.update_fraction', 0.0, 1.0, False, True)
   _float(config, 'attack.update_factor', -float('inf'), float('inf'), True, True)
   algorithms.validate(config, names)  # each algorithm's own fields (its module's check_config)

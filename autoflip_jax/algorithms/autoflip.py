@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from autoflip_jax import accounting, exploration, federated, local, masks, privacy
-from autoflip_jax.fields import check_choice, check_float, check_int
+from autoflip_jax.fields import check_buckets, check_choice, check_float, check_int
 from autoflip_jax.algorithms.base import Algorithm, Start
 
 
@@ -120,29 +120,16 @@ def check_trustworthy(config) -> None:
 
 def check_bucket(config) -> None:
   """`guidance_bucket`: an int >= 1; above 1 only for the median or trimmed mean of a fixed
-  mask's explorers, leaving at least 3 buckets (and one to cut for the trimmed mean)."""
+  mask's explorers (`fields.check_buckets`)."""
   count = len(explorer_ids(config.num_clients, config.c_exp, 0))
   check_int(config, 'guidance_bucket', 1, count)
-  size = config.guidance_bucket
-  if size == 1:
-    return
-  if config.guidance_aggregation not in ('median', 'trimmed_mean'):
-    raise ValueError(f'config.guidance_bucket={size!r} with config.guidance_aggregation='
-                     f"{config.guidance_aggregation!r}: bucketing feeds 'median' or "
-                     f"'trimmed_mean'; set guidance_bucket=1")
-  if config.guidance_per_round:
-    raise ValueError(f'config.guidance_bucket={size!r} with config.guidance_per_round=True: '
-                     f'bucketing is for the guidance of a fixed mask; set guidance_bucket=1')
-  groups = federated.num_buckets(count, size)
-  if groups < 3:
-    raise ValueError(f'config.guidance_bucket={size!r} leaves {groups} bucket(s) of the {count} '
-                     f'explorers: a median or trimmed mean of fewer than 3 buckets is their '
-                     f'mean; use guidance_bucket <= {max(1, count // 3)}')
-  if (config.guidance_aggregation == 'trimmed_mean'
-      and federated.trim_count(config.guidance_trim, groups) == 0):
-    raise ValueError(f'config.guidance_trim={config.guidance_trim!r} cuts none of the {groups} '
-                     f'buckets of config.guidance_bucket={size!r} explorers; use guidance_trim '
-                     f'>= {1 / groups:.3g}')
+  if config.guidance_bucket > 1 and config.guidance_per_round:
+    raise ValueError(f'config.guidance_bucket={config.guidance_bucket!r} with '
+                     f'config.guidance_per_round=True: bucketing is for the guidance of a fixed '
+                     f'mask; set guidance_bucket=1')
+  groups = federated.num_buckets(count, config.guidance_bucket)
+  check_buckets(config, 'guidance', count, f'the {count} explorers', groups,
+                federated.trim_count(config.guidance_trim, groups))
 
 
 def target_of(config) -> tuple[str, float] | None:
