@@ -235,10 +235,17 @@ def reference_round() -> dict:
   state = lambda: setup.server_state([params0])  # a fresh one per call: the round donates it
 
   args = (data, n, ids, jnp.stack([jax.random.key(0)]), jnp.float32(config.learning_rate), None)
-  ways, compile_s = {}, {}
+  example = jax.ShapeDtypeStruct((1,) + data.x.shape[3:], data.x.dtype)
+  ways, compile_s, counted = {}, {}, {}
   for way in ('auto', 'patches'):
     with layers.conv_impl(way):  # traced (and so built) under it; a new jit per way
       compiled, compile_s[way] = aot(setup.round_fn(1), state(), *args)
+      # What XLA counts for one example's forward pass: the native convolution skips the
+      # kernel taps on the zero padding, which the nominal count (and the patches) keep. A new
+      # function per way: jit would reuse the trace of an earlier jit of the same one.
+      cost = jax.jit(lambda p, x: setup.apply_fn(p, x)).lower(params0, example).compile()
+      cost = cost.cost_analysis()
+    counted[way] = (cost[0] if isinstance(cost, list) else cost)['flops']
     ways[way] = functools.partial(lambda c: c(state(), *args), compiled)
   seconds = timing.time_interleaved(ways, _REPEATS.value)
   forward = accounting.flops_per_example(params0, None, setup.positions, 'dense')
@@ -246,16 +253,6 @@ def reference_round() -> dict:
   flops = 3 * forward * examples
   peak = matmul_peak(_MATMUL.value)
   gflops = {way: flops / seconds[way] / 1e9 for way in ways}
-  # What XLA counts for one example's forward pass traced each way: the native convolution
-  # skips the kernel taps on the zero padding, which the nominal count (and the patches) keep.
-  counted = {}
-  for way in ways:
-    with layers.conv_impl(way):
-      x = jax.ShapeDtypeStruct((1,) + data.x.shape[3:], data.x.dtype)
-      # a new function per way: jit would reuse the trace of an earlier jit of the same one
-      cost = jax.jit(lambda p, x: setup.apply_fn(p, x)).lower(params0, x).compile()
-      cost = cost.cost_analysis()
-    counted[way] = (cost[0] if isinstance(cost, list) else cost)['flops']
   print(f'\nreference round ({config.model}, {config.data.name}): {len(ids)} clients, '
         f'{int(np.sum(n))} examples x {config.local_epochs} epochs, batch {data.y.shape[-1]} '
         f'(config {config.batch_size}), {data.y.shape[-2]} step(s) an epoch, '
