@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from autoflip_jax import federated, local
+from autoflip_jax import federated, layout, local
 from autoflip_jax.masks import is_prunable, normalize, ones_mask
 
 PyTree = Any
@@ -85,7 +85,7 @@ def make_explore_fn(apply_fn, *, optimizer: str, learning_rate: float, epochs: i
                                       max_steps=max_steps)
     sqdev, loss, epochs_run = federated.chunked_map(one, (data, keys), clients_per_chunk)
     return Exploration(sqdev, loss, epochs_run)
-  return jax.jit(explore)
+  return layout.jit(explore)
 
 
 AGGREGATIONS = ('mean', 'median', 'trimmed_mean', 'filtered_mean')

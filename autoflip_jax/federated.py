@@ -364,7 +364,7 @@ def make_round_fn(apply_fn, *, optimizer: str, local_epochs: int, mask_fn: Calla
                       bucket=bucket)
   if wrap is not None:
     body = wrap(body)
-  return jax.jit(body, donate_argnums=(0,))
+  return layout.jit(body, donate_argnums=(0,))
 
 
 def make_variant_round_fn(apply_fn, *, num_variants: int, optimizer: str, local_epochs: int,
@@ -432,7 +432,7 @@ def make_variant_round_fn(apply_fn, *, num_variants: int, optimizer: str, local_
 
   if wrap is not None:
     variant_round = wrap(variant_round)
-  return jax.jit(variant_round, donate_argnums=(0,))
+  return layout.jit(variant_round, donate_argnums=(0,))
 
 
 def stack(trees) -> PyTree:

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autoflip_jax import local
+from autoflip_jax import layout, local
 from autoflip_jax.algorithms import autoflip
 from autoflip_jax.data import batching
 
@@ -109,7 +109,7 @@ def eval_bytes(setup) -> int | None:
   config = setup.config
   x = _sds((config.eval_batch_size,) + tuple(setup.dataset.input_shape),
            setup.dataset.test_x.dtype)
-  return program_bytes(jax.jit(setup.apply_fn).lower(setup.params_like, x).compile())
+  return program_bytes(layout.jit(setup.apply_fn).lower(setup.params_like, x).compile())
 
 
 def _candidates(start: int, total: int, divides: bool) -> list[int]:

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from autoflip_jax import accounting, config_checks, federated, local, masks, models, server
-from autoflip_jax import sharding
+from autoflip_jax import layout, sharding
 from autoflip_jax import data as data_lib
 from autoflip_jax.algorithms import Context
 
@@ -82,7 +82,7 @@ class Setup:
     config = self.config
     client = warmup_client(config.num_clients, seed)
     data, _ = self.pack(np.array([client]), place=False)
-    train = jax.jit(lambda p, d, k: local.train(
+    train = layout.jit(lambda p, d, k: local.train(
         p, masks.ones_mask(p), d, k, apply_fn=self.apply_fn, optimizer=config.optimizer,
         learning_rate=config.learning_rate, epochs=config.warmup_epochs,
         max_steps=config.max_local_steps).params)
@@ -228,7 +228,7 @@ def make_eval_fn(apply_fn, batch_size: int, x=None, y=None) -> Callable:
 
   `x`, `y` default to the given test set.
   """
-  @jax.jit
+  @layout.jit
   def chunk(params, xb, yb, valid):
     logits = apply_fn(params, xb)
     total, _ = local.cross_entropy(apply_fn=lambda p, x: logits, params=params, x=xb, y=yb,

@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from autoflip_jax import accounting, masks, models, shrink
+from autoflip_jax import accounting, layout, masks, models, shrink
 from benchmarks import timing
 
 _MODELS = flags.DEFINE_list('models', list(models.MODELS), 'Models to time.')
@@ -58,7 +58,7 @@ def _grad_fn(model):
   def loss(params, x, y):
     logits = model.apply({'params': params}, x)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-  return jax.jit(jax.value_and_grad(loss))
+  return layout.jit(jax.value_and_grad(loss))  # compiled as the engine compiles its rounds
 
 
 def run_one(name: str, full: bool, rng: np.random.Generator) -> dict:

@@ -31,6 +31,7 @@ for the first model; `reference_gflops`, `matmul_peak_gflops` and their ratio
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import resource
@@ -45,7 +46,8 @@ import numpy as np
 
 from ml_collections import config_flags
 
-from autoflip_jax import accounting, config_checks, federated, local, masks, models, schedule
+from autoflip_jax import accounting, config_checks, federated, layout, local, masks, models
+from autoflip_jax import schedule
 from autoflip_jax import setup as setup_lib
 from autoflip_jax.models import layers
 from benchmarks import timing
@@ -142,9 +144,9 @@ def three_ways(name: str) -> dict:
     fn = federated.make_round_fn(apply_fn, optimizer='sgd', local_epochs=e, clients_per_chunk=k)
     ours[way] = aot(fn, fresh_state(params, mask), *round_args)
   one = jax.tree.map(lambda a: a[0], data)
-  client_c, loop_compile = aot(jax.jit(train), params, one, key)
+  client_c, loop_compile = aot(layout.jit(train), params, one, key)
   central_data = jax.tree.map(lambda a: a.reshape((c * s,) + a.shape[2:]), data)
-  central_c, central_compile = aot(jax.jit(train), params, central_data, key)
+  central_c, central_compile = aot(layout.jit(train), params, central_data, key)
 
   def loop():
     outs = [client_c(params, jax.tree.map(lambda a: a[i], data), jax.random.fold_in(key, i))
@@ -237,13 +239,16 @@ def reference_round() -> dict:
   args = (data, n, ids, jnp.stack([jax.random.key(0)]), jnp.float32(config.learning_rate), None)
   example = jax.ShapeDtypeStruct((1,) + data.x.shape[3:], data.x.dtype)
   ways, compile_s, counted = {}, {}, {}
-  for way in ('auto', 'patches'):
-    with layers.conv_impl(way):  # traced (and so built) under it; a new jit per way
+  for way in ('auto', 'xla_defaults', 'patches'):
+    # Traced (and so built) under the way's conv_impl and XLA options; a new jit per way.
+    impl = 'patches' if way == 'patches' else 'auto'
+    options = layout.xla_defaults() if way == 'xla_defaults' else contextlib.nullcontext()
+    with layers.conv_impl(impl), options:
       compiled, compile_s[way] = aot(setup.round_fn(1), state(), *args)
       # What XLA counts for one example's forward pass: the native convolution skips the
       # kernel taps on the zero padding, which the nominal count (and the patches) keep. A new
       # function per way: jit would reuse the trace of an earlier jit of the same one.
-      cost = jax.jit(lambda p, x: setup.apply_fn(p, x)).lower(params0, example).compile()
+      cost = layout.jit(lambda p, x: setup.apply_fn(p, x)).lower(params0, example).compile()
       cost = cost.cost_analysis()
     counted[way] = (cost[0] if isinstance(cost, list) else cost)['flops']
     ways[way] = functools.partial(lambda c: c(state(), *args), compiled)
@@ -258,13 +263,17 @@ def reference_round() -> dict:
         f'(config {config.batch_size}), {data.y.shape[-2]} step(s) an epoch, '
         f'{flops:.3g} FLOPs (3 x {forward:,} per example x {examples:,}); matmul peak '
         f'{peak:.1f} GFLOP/s ({_MATMUL.value}^2 float32)')
+  names = {'auto': 'ours (native convs on a CPU)', 'xla_defaults': "same, XLA's default options",
+           'patches': 'all convs as patches'}
   for way in ways:
-    name = 'ours (native convs on a CPU)' if way == 'auto' else 'all convs as patches'
+    name = names[way]
     print(f'  {name:30s} {seconds[way]:.3f} s/round  {gflops[way]:.1f} GFLOP/s  '
           f'{gflops[way] / peak:.2f} of peak  compile {compile_s[way]:.1f} s  (XLA counts '
           f'{counted[way] / forward:.3f} of the nominal forward FLOPs: '
           f'{gflops[way] * counted[way] / forward / peak:.2f} of peak)')
-  print(f'  speed-up of ours over patches: {seconds["patches"] / seconds["auto"]:.2f}x')
+  print(f'  speed-up of ours over patches: {seconds["patches"] / seconds["auto"]:.2f}x, over '
+        f'XLA\'s default options (YNNPACK convolutions, layout.compiler_options): '
+        f'{seconds["xla_defaults"] / seconds["auto"]:.2f}x')
   return dict(model=config.model, dataset=config.data.name, clients=len(ids),
               examples=int(np.sum(n)), epochs=config.local_epochs, batch=int(data.y.shape[-1]),
               seconds=seconds['auto'], compile_seconds=compile_s['auto'], flops=flops,
@@ -273,6 +282,9 @@ def reference_round() -> dict:
               patches_seconds=seconds['patches'], patches_gflops=gflops['patches'],
               patches_fraction_of_peak=gflops['patches'] / peak,
               speedup_over_patches=seconds['patches'] / seconds['auto'],
+              xla_defaults_seconds=seconds['xla_defaults'],
+              xla_defaults_fraction_of_peak=gflops['xla_defaults'] / peak,
+              speedup_over_xla_defaults=seconds['xla_defaults'] / seconds['auto'],
               xla_forward_flops={way: counted[way] for way in ways})
 
 

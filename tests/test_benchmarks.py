@@ -35,6 +35,8 @@ def test_round_throughput_reference_round_reports_flops_against_the_peak():
   ref = row['reference']
   assert ref['model'] == 'cnn' and ref['seconds'] > 0
   assert row['reference_fraction_of_peak'] == row['reference_gflops'] / row['matmul_peak_gflops']
+  assert ref['xla_defaults_seconds'] > 0
+  assert ref['speedup_over_xla_defaults'] == ref['xla_defaults_seconds'] / ref['seconds']
 
 
 def test_skewed_round_compares_the_layouts():

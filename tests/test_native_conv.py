@@ -3,6 +3,8 @@ values and gradients as the patches convolution, and when `PatchConv` uses it.""
 
 from __future__ import annotations
 
+import contextlib
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -94,3 +96,58 @@ def test_vmapped_layouts_trace_the_patches():
   federated.chunked_map(probe, xs, 1)  # one at a time: unbatched
   federated.vmap_clients(probe, 1)(jnp.zeros((1, 2)))
   assert seen == [jax.default_backend() == 'cpu'] * 2
+
+
+def _ynn_convolutions(compiled) -> int:
+  """How many of a compiled program's YNNPACK fusions hold a convolution."""
+  text = compiled.as_text()
+  return sum(1 for line in text.splitlines()
+             if '__ynn_fusion' in line and 'conv_general_dilated' in line)
+
+
+def test_programs_keep_convolutions_off_ynnpack_on_a_cpu(monkeypatch):
+  # The training step with XLA's default options sends convolutions to YNNPACK, which ran it
+  # 1.3x slower on a CPU (benchmarks/round_throughput.py); layout.jit keeps them with XLA.
+  from autoflip_jax import layout
+  x = jnp.ones((64, 14, 14, 32))
+  w = jnp.ones((5, 5, 32, 64)) * 0.01
+  grad = lambda x, w: jax.grad(lambda w: jnp.sum(layers.native_conv(x, w, 1) ** 2))(w)
+  ours = layout.jit(grad).lower(x, w).compile()
+  with layout.xla_defaults():
+    assert layout.compiler_options() is None
+    default = layout.jit(grad).lower(x, w).compile()
+  np.testing.assert_allclose(np.asarray(ours(x, w)), np.asarray(default(x, w)), rtol=1e-4)
+  if jax.default_backend() != 'cpu':
+    assert layout.compiler_options() is None
+    return
+  assert layout.compiler_options() == {layout.YNN_OPTION: layout.YNN_DOTS_ONLY}
+  assert _ynn_convolutions(ours) == 0
+  # A user's own choice in XLA_FLAGS wins.
+  monkeypatch.setenv('XLA_FLAGS', f'--{layout.YNN_OPTION}=individual_convolution')
+  assert layout.compiler_options() is None
+
+
+
+@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='the option is for XLA:CPU')
+def test_the_round_is_compiled_with_the_engine_options():
+  from autoflip_jax import layout, local, masks
+  model = layers.PatchConv(64, padding=1, name='conv')
+  x = jnp.ones((1, 1, 64, 14, 14, 32))
+  params = model.init(jax.random.key(0), x[0, 0, :1])['params']
+  apply_fn = lambda p, x: model.apply({'params': p}, x).mean(axis=(1, 2))[:, :10]
+  data = local.ClientData(x, jnp.zeros((1, 1, 64), jnp.int32), jnp.ones((1, 1, 64), bool))
+  args = (data, jnp.array([64]), jnp.arange(1), jax.random.key(0), jnp.float32(0.1), None)
+  # A fresh state per call: the round donates it.
+  state = lambda: federated.ServerState(jax.tree.map(jnp.copy, params), masks.ones_mask(params),
+                                       jnp.int32(0))
+  programs = {}
+  for way, options in (('ours', contextlib.nullcontext()), ('defaults', layout.xla_defaults())):
+    with options:  # the options are read when the round is built
+      fn = federated.make_round_fn(apply_fn, optimizer='sgd', local_epochs=1,
+                                   clients_per_chunk=1)
+    programs[way] = fn.lower(state(), *args).compile()
+  assert _ynn_convolutions(programs['ours']) == 0
+  assert _ynn_convolutions(programs['defaults']) > 0  # what the option changes
+  a, b = programs['ours'](state(), *args)[0], programs['defaults'](state(), *args)[0]
+  for u, v in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-4, atol=1e-6)
