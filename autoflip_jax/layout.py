@@ -8,7 +8,7 @@ with `vmapped_models`, and the layers ask `is_vmapped`. Neither side imports the
 
 It also holds the XLA options every program that trains or evaluates a model is compiled with
 (`jit`, `compiler_options`): on a CPU, XLA 0.10 hands convolutions to YNNPACK by default, and
-in the training step those ran 1.3-1.4x slower than XLA's own (Eigen) convolutions
+the reference round ran 1.26-1.28x slower with them than with XLA's own (Eigen) convolutions
 (`benchmarks/round_throughput.py` times both); the dots stay with YNNPACK.
 """
 
