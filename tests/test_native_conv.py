@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from autoflip_jax import federated
+from autoflip_jax import federated, layout, local, masks
 from autoflip_jax.models import layers
 
 
@@ -106,9 +106,9 @@ def _ynn_convolutions(compiled) -> int:
 
 
 def test_programs_keep_convolutions_off_ynnpack_on_a_cpu(monkeypatch):
-  # The training step with XLA's default options sends convolutions to YNNPACK, which ran it
-  # 1.3x slower on a CPU (benchmarks/round_throughput.py); layout.jit keeps them with XLA.
-  from autoflip_jax import layout
+  # XLA's default options send convolutions to YNNPACK, which ran the reference round
+  # 1.26-1.28x slower on a CPU (benchmarks/round_throughput.py); layout.jit keeps them
+  # with XLA.
   x = jnp.ones((64, 14, 14, 32))
   w = jnp.ones((5, 5, 32, 64)) * 0.01
   grad = lambda x, w: jax.grad(lambda w: jnp.sum(layers.native_conv(x, w, 1) ** 2))(w)
@@ -127,10 +127,8 @@ def test_programs_keep_convolutions_off_ynnpack_on_a_cpu(monkeypatch):
   assert layout.compiler_options() is None
 
 
-
 @pytest.mark.skipif(jax.default_backend() != 'cpu', reason='the option is for XLA:CPU')
 def test_the_round_is_compiled_with_the_engine_options():
-  from autoflip_jax import layout, local, masks
   model = layers.PatchConv(64, padding=1, name='conv')
   x = jnp.ones((1, 1, 64, 14, 14, 32))
   params = model.init(jax.random.key(0), x[0, 0, :1])['params']
