@@ -88,6 +88,34 @@ def make_explore_fn(apply_fn, *, optimizer: str, learning_rate: float, epochs: i
   return layout.jit(explore)
 
 
+class Chain(NamedTuple):
+  params: PyTree         # the model after the last explorer
+  final_loss: jax.Array  # [explorers] mean training loss of each explorer's last epoch
+  epochs_run: jax.Array  # [explorers] epochs before early stopping
+
+
+def make_chain_fn(apply_fn, *, optimizer: str, learning_rate: float, epochs: int,
+                  patience: int, max_steps: int = 0):
+  """Returns jitted `chain(params0, data [K, steps, batch, ...], client_ids [K], rng) -> Chain`.
+
+  The reference code's exploration as it really runs (AUTOFLIP.md §7; docs/reference_protocol.md):
+  its explorers train the server's one model object in place (`create_scout` trains
+  `model.train()`, which is the model itself, with no copy), so explorer k starts where explorer
+  k − 1 stopped, in client-id order, each for up to `epochs` epochs with a fresh optimizer. One
+  `lax.scan` over the explorers; explorer k's key is `fold_in(rng, client_id)` as in `explore`.
+  """
+  def chain(params0, data: local.ClientData, client_ids, rng) -> Chain:
+    def one(params, inputs):
+      d, c = inputs
+      out = local.train(params, ones_mask(params), d, jax.random.fold_in(rng, c),
+                        apply_fn=apply_fn, optimizer=optimizer, learning_rate=learning_rate,
+                        epochs=epochs, patience=patience, max_steps=max_steps)
+      return out.params, (out.last_loss, out.epochs_run)
+    params, (loss, epochs_run) = jax.lax.scan(one, params0, (data, client_ids))
+    return Chain(params, loss, epochs_run)
+  return layout.jit(chain)
+
+
 AGGREGATIONS = ('mean', 'median', 'trimmed_mean', 'filtered_mean')
 ATTACKS = ('invert', 'scale', 'random')
 SCALE_ATTACK = 100.0  # the `scale` attack's factor

@@ -22,10 +22,11 @@ import numpy as np
 from autoflip_jax import accounting, config_checks, federated, local, masks, models, server
 from autoflip_jax import layout, sharding
 from autoflip_jax import data as data_lib
-from autoflip_jax.algorithms import Context
+from autoflip_jax.algorithms import Context, autoflip
 
 PyTree = Any
 WARMUP_STREAM = 4  # fold_in tag of the warm-up's key, and numpy stream of its client
+INIT_STREAM = 2  # fold_in tag of the key every algorithm's `init` gets (`init_key`)
 BYZANTINE_STREAM = 6  # numpy stream of the clients that send crafted updates
 
 
@@ -36,6 +37,11 @@ def byzantine_clients(num_clients: int, fraction: float, seed: int) -> tuple[int
   count = int(round(fraction * num_clients))
   order = np.random.default_rng([seed, BYZANTINE_STREAM]).permutation(num_clients)
   return tuple(sorted(int(k) for k in order[:count]))
+
+
+def init_key(seed: int) -> jax.Array:
+  """The key of a training seed's work before round 1 (`Algorithm.init`, the chain)."""
+  return jax.random.fold_in(jax.random.key(seed), INIT_STREAM)
 
 
 def warmup_client(num_clients: int, seed: int) -> int:
@@ -64,6 +70,7 @@ class Setup:
   explore_chunk: int | None = None  # the exploration's chunk when `memory.fit` chose its own
   layout: dict = dataclasses.field(default_factory=dict)    # what `memory.fit` chose, and why
   _params0: dict = dataclasses.field(default_factory=dict)  # θ0 by seed, made once
+  _chains: dict = dataclasses.field(default_factory=dict)   # the chained exploration by seed
 
   def params0(self, seed: int) -> PyTree:
     """θ0 of a training seed: the model initialised with `fold_in(key(seed), 0)`, then, with
@@ -88,6 +95,22 @@ class Setup:
         max_steps=config.max_local_steps).params)
     key = jax.random.fold_in(jax.random.key(seed), WARMUP_STREAM)
     return train(params, jax.tree.map(lambda a: a[0], data), key)
+
+  def chain(self, seed: int):
+    """The seed's chained exploration from its θ0 (`config.exploration_chain`;
+    `autoflip.run_chain` with `init_key`), run once and shared by every algorithm of the run:
+    (θ0, `exploration.Chain`, seconds)."""
+    if seed not in self._chains:
+      self._chains[seed] = autoflip.run_chain(self.context(seed), self.params0(seed),
+                                              init_key(seed))
+    return self._chains[seed]
+
+  def start_params(self, seed: int) -> PyTree:
+    """The model an algorithm without a start of its own begins from: θ0, or with
+    `exploration_chain='all'` the chain's last model (the same AutoFLIP starts from)."""
+    if self.config.exploration_chain == 'all':
+      return self.chain(seed)[1].params
+    return self.params0(seed)
 
   def round_fn(self, num_variants: int = 1, *, mask_fn: Callable | None = None,
                track_grad_sq: bool = False, shrink_plan: Any = None,
@@ -130,9 +153,10 @@ class Setup:
 
   def context(self, seed: int, earlier: Sequence[dict] = ()) -> Context:
     """What an algorithm may read for one training seed (`algorithms.Context`)."""
+    chain = (lambda: self.chain(seed)) if self.config.exploration_chain else None
     return Context(self.config, self.apply_fn, self.units, self.positions, self.pack,
                    self.clients_per_chunk if self.explore_chunk is None else self.explore_chunk,
-                   seed, tuple(earlier))
+                   seed, tuple(earlier), chain)
 
 
 def resolve(config) -> Setup:

@@ -124,14 +124,13 @@ def start_run(setup: setup_lib.Setup, algorithm: Algorithm, variants: Sequence[V
   """Round 0: each seed's θ0 and the algorithm's `init`, evaluated and written as round 0."""
   params0, starts = [None] * len(variants), [None] * len(variants)
   for seed, idx in _by_seed(variants).items():
-    p0 = setup.params0(seed)
+    p0 = setup.start_params(seed)
     tps = [variants[i].tp if variants[i].tp is not None else setup.config.tp for i in idx]
-    out = algorithm.init(setup.context(seed, earlier), p0,
-                         jax.random.fold_in(jax.random.key(seed), 2), tps)
+    out = algorithm.init(setup.context(seed, earlier), p0, setup_lib.init_key(seed), tps)
     for i, start in zip(idx, out):
-      params0[i], starts[i] = p0, start
+      params0[i], starts[i] = p0 if start.params is None else start.params, start
       if setup.config.sparse_init == 'fan_in':
-        params0[i] = rescale_fan_in(p0, start.mask)  # sparse initialisation: θ0 only
+        params0[i] = rescale_fan_in(params0[i], start.mask)  # sparse initialisation: θ0 only
   ledgers = []
   for v, p0, start in zip(variants, params0, starts):
     if start.info:

@@ -15,6 +15,14 @@ reaches the target (compression and removed FLOPs only grow with Tp); the Tp fou
 and recorded in the summary (`tp_chosen`). An unreachable target stops the run with the range
 that can be reached.
 
+The reference code's chained exploration (`exploration_chain`, docs/reference_protocol.md): its
+explorers train one shared model in place, each from where the previous one stopped, its saved
+reports all alias that one model, and its federated training starts from the chain's last model,
+pruned. `'autoflip'` reproduces that (AutoFLIP alone starts from the chain's end, the other
+algorithms from θ0, as in the reference); `'all'` starts every algorithm of the run from the same
+chain's end, the fair control (the chain is run once per seed, `Context.chain`). Off by default:
+it is not the paper's method (a mean over independent explorers) but what the code does.
+
 With `guidance_per_round` (needs `c_exp = 1`, as in the reference code) the algorithm's state
 is every client's exploration, and each round's mask is rebuilt on the device, inside the
 jitted round, from the explorations of that round's cohort (`round_mask`).
@@ -83,10 +91,37 @@ def check_config(config, names) -> None:
   if target and str(config.tp_sweep).strip():
     raise ValueError(f'config.{target[0]}={target[1]!r} and config.tp_sweep={config.tp_sweep!r}: '
                      f'a target chooses one Tp, a sweep gives several; set one of them off')
+  check_chain(config)
   if target and config.guidance_per_round:
     raise ValueError(f'config.{target[0]}={target[1]!r} cannot be combined with '
                      f'config.guidance_per_round=True (the target is met once, before round 1)')
   check_trustworthy(config)
+
+
+CHAIN_MODES = ('', 'autoflip', 'all')  # `exploration_chain`: off, the reference's, its control
+
+
+def check_chain(config) -> None:
+  """`exploration_chain`: one of CHAIN_MODES; the chain gives one report (its last model's
+  deviation), so nothing that works on several reports or on every client's goes with it."""
+  check_choice(config, 'exploration_chain', CHAIN_MODES)
+  if not config.exploration_chain:
+    return
+  clashes = [(name, value) for name, value, off in (
+      ('guidance_per_round', config.guidance_per_round, False),
+      ('exploration_trajectory', config.exploration_trajectory, False),
+      ('guidance_weighted', config.guidance_weighted, False),
+      ('guidance_aggregation', config.guidance_aggregation, 'mean'),
+      ('guidance_bucket', config.guidance_bucket, 1),
+      ('attack.fraction', config.attack.fraction, 0.0),
+      ('dp.exploration_clip', config.dp.exploration_clip, 0.0),
+      ('dp.exploration_noise', config.dp.exploration_noise, 0.0)) if value != off]
+  if clashes:
+    name, value = clashes[0]
+    raise ValueError(f'config.exploration_chain={config.exploration_chain!r} with config.{name}='
+                     f'{value!r}: the chained exploration gives one report (the last model\'s '
+                     f'deviation from θ0), so per-explorer reports, their aggregation, attacks '
+                     f'and private exploration do not apply; set exploration_chain=\'\' for them')
 
 
 def check_trustworthy(config) -> None:
@@ -265,15 +300,32 @@ def kernel_kept(mask) -> int:
   return int(sum(int(jnp.sum(m)) for m in jax.tree.leaves(mask) if masks.is_prunable(m)))
 
 
+def explorer_training(config) -> dict:
+  """How explorers train: `exploration_optimizer` / `exploration_learning_rate`, or where those
+  are unset ('' / 0) the clients' `optimizer` / `learning_rate`; `e_exp` epochs, `patience`."""
+  return dict(optimizer=config.exploration_optimizer or config.optimizer,
+              learning_rate=config.exploration_learning_rate or config.learning_rate,
+              epochs=config.e_exp, patience=config.patience, max_steps=config.max_local_steps)
+
+
 def explore_fn(config, apply_fn, clients_per_chunk: int):
-  """The jitted exploration of `config` (`exploration.make_explore_fn` with its fields): the
-  explorers train with `exploration_optimizer` / `exploration_learning_rate`, or where those are
-  unset ('' / 0) with the clients' `optimizer` / `learning_rate`."""
-  return exploration.make_explore_fn(
-      apply_fn, optimizer=config.exploration_optimizer or config.optimizer,
-      learning_rate=config.exploration_learning_rate or config.learning_rate,
-      epochs=config.e_exp, patience=config.patience, trajectory=config.exploration_trajectory,
-      clients_per_chunk=clients_per_chunk, max_steps=config.max_local_steps)
+  """The jitted exploration of `config` (`exploration.make_explore_fn` with its fields)."""
+  return exploration.make_explore_fn(apply_fn, trajectory=config.exploration_trajectory,
+                                     clients_per_chunk=clients_per_chunk,
+                                     **explorer_training(config))
+
+
+def run_chain(context, params0, rng):
+  """The seed's chained exploration from `params0` (`exploration.make_chain_fn` over the
+  explorers in id order): (params0, `exploration.Chain`, seconds)."""
+  config = context.config
+  ids = explorer_ids(config.num_clients, config.c_exp, context.seed)
+  chain = exploration.make_chain_fn(context.apply_fn, **explorer_training(config))
+  start = time.time()
+  data, _ = context.pack(ids)
+  result = chain(params0, data, jnp.asarray(ids), rng)
+  jax.block_until_ready(result.params)
+  return params0, result, time.time() - start
 
 
 def explorer_outliers(config, reports) -> jax.Array | None:
@@ -297,14 +349,24 @@ def init(context, params0, rng, tps) -> list[Start]:
   """
   config = context.config
   ids = explorer_ids(config.num_clients, config.c_exp, context.seed)
-  explore = explore_fn(config, context.apply_fn, context.clients_per_chunk)
-  start = time.time()
-  data, num_examples = context.pack(ids)
-  result = explore(params0, data, jnp.asarray(ids), rng)
-  jax.block_until_ready(result.sqdev)
-  seconds = time.time() - start
-  weights = num_examples if config.guidance_weighted else None
-  reports = server_reports(config, result.sqdev, rng, context.seed)
+  start_params, weights = None, None
+  if config.exploration_chain:
+    # The chain's start is the seed's θ0 whatever `params0` a caller passes (a control under
+    # 'all' holds the chain's end); every report of the reference aliases the last model.
+    chain_start, result, seconds = (context.chain() if context.chain is not None
+                                    else run_chain(context, params0, rng))
+    sqdev = jax.tree.map(lambda d: d[None], exploration.deviation(result.params, chain_start))
+    start_params = result.params
+  else:
+    explore = explore_fn(config, context.apply_fn, context.clients_per_chunk)
+    start = time.time()
+    data, num_examples = context.pack(ids)
+    result = explore(params0, data, jnp.asarray(ids), rng)
+    jax.block_until_ready(result.sqdev)
+    seconds = time.time() - start
+    sqdev = result.sqdev
+    weights = num_examples if config.guidance_weighted else None
+  reports = server_reports(config, sqdev, rng, context.seed)
   outlier = explorer_outliers(config, reports)  # computed once: the guidance and the log
   guidance = server_guidance(config, reports, weights, rng, outlier)
   up, down = accounting.exploration_bytes(accounting.total_params(params0), len(ids))
@@ -340,7 +402,9 @@ def init(context, params0, rng, tps) -> list[Start]:
     info = {**chosen, 'kernel_kept': kernel_kept(mask), 'explorers': int(len(ids)),
             'exploration_epochs_mean': float(jnp.mean(result.epochs_run)),
             'exploration_final_loss_mean': float(jnp.mean(result.final_loss))}
-    starts.append(Start(mask, state, up, down, seconds, info))
+    if config.exploration_chain:
+      info['exploration_chain'] = config.exploration_chain
+    starts.append(Start(mask, state, up, down, seconds, info, start_params))
   return starts
 
 

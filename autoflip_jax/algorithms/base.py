@@ -17,8 +17,9 @@ threads through the rounds and checkpoints whole:
   the algorithm keeps nothing), to restore a checkpoint without redoing `init`.
 
 `Context` is what an algorithm may read: the resolved run (config, model, units, the kernel
-positions, the client packer, the chunk layout) and the summary rows of the algorithms run
-before it in the same invocation (the controls read AutoFLIP's kept count there). An algorithm
+positions, the client packer, the chunk layout), the summary rows of the algorithms run before
+it in the same invocation (the controls read AutoFLIP's kept count there) and, with
+`config.exploration_chain`, the seed's chained exploration, run once for every algorithm. An algorithm
 module imports only this module and the library below it (masks, exploration, local, accounting);
 the registry (`algorithms/__init__.py`) sits above the modules.
 """
@@ -39,6 +40,8 @@ class Start(NamedTuple):
   bytes_down: int = 0       # ... and received
   seconds: float = 0.0      # its wall time
   info: dict = {}           # its statistics, copied into the summary row
+  params: PyTree = None     # the global model of round 1, before its mask (None: θ0; AutoFLIP's
+                            # `exploration_chain` starts from the chain's last model)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +56,8 @@ class Context:
                             # `memory.fit`)
   seed: int = 0             # the variant's training seed (θ0, explorers, cohorts follow it)
   earlier: Sequence[dict] = ()  # summary rows of the algorithms already run in this invocation
+  chain: Callable | None = None  # chain() -> (start, Chain, seconds): the seed's chained
+                                 # exploration, run once (`config.exploration_chain`)
 
   def earlier_row(self, algorithm: str, seed: int) -> dict | None:
     """The summary row of `algorithm` for `seed` run earlier in this invocation, if any."""

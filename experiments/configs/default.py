@@ -94,6 +94,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.exploration_optimizer = ''
   config.exploration_learning_rate = 0.0
   config.exploration_trajectory = False  # sum deviations over epochs instead of the final one
+  # The reference code's exploration as it really runs (docs/reference_protocol.md): explorers
+  # train one model in place, one after another, the guidance is the last model's deviation and
+  # AutoFLIP starts training from it. '' = off (the paper: independent explorers from θ0);
+  # 'autoflip' = the reference (only AutoFLIP starts from the chain's end); 'all' = every
+  # algorithm of the run starts from that same model, the fair control.
+  config.exploration_chain = ''
   config.guidance_normalization = 'minmax'  # or 'robust'
   config.guidance_weighted = False  # example-weighted mean of explorers (reference: plain mean)
   config.guidance_per_round = False  # rebuild the mask each round from the cohort's explorations
