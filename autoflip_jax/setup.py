@@ -107,8 +107,9 @@ class Setup:
 
   def start_params(self, seed: int) -> PyTree:
     """The model an algorithm without a start of its own begins from: θ0, or with
-    `exploration_chain='all'` the chain's last model (the same AutoFLIP starts from)."""
-    if self.config.exploration_chain == 'all':
+    `exploration_chain='all'` or `'start'` the chain's last model (under 'all' the same
+    AutoFLIP starts from; under 'start' the model AutoFLIP's explorers explore)."""
+    if self.config.exploration_chain in ('all', 'start'):
       return self.chain(seed)[1].params
     return self.params0(seed)
 

@@ -56,7 +56,23 @@ def test_guidance_is_the_last_models_deviation_and_autoflip_starts_from_it():
   jax.tree.map(np.testing.assert_array_equal, again.mask, start.mask)
 
 
-@pytest.mark.parametrize('mode', ['autoflip', 'all'])
+def test_start_mode_explores_the_chain_end_with_independent_explorers():
+  setup = _setup(exploration_chain='start', guidance_aggregation='median')
+  end = setup.chain(0)[1].params
+  jax.tree.map(np.testing.assert_array_equal, setup.start_params(0), end)
+  start = autoflip.init(setup.context(0), end, setup_lib.init_key(0), (0.3,))[0]
+  assert start.params is None  # trains from the model it was given: the chain's end
+  # The paper's exploration of that model, as a run without the chain would explore it.
+  plain = _setup(guidance_aggregation='median')
+  expected = autoflip.init(plain.context(0), end, setup_lib.init_key(0), (0.3,))[0]
+  jax.tree.map(np.testing.assert_array_equal, start.mask, expected.mask)
+  chained = autoflip.init(_setup(exploration_chain='all').context(0), end,
+                          setup_lib.init_key(0), (0.3,))[0]
+  assert any(bool(jnp.any(a != b)) for a, b in zip(jax.tree.leaves(start.mask),
+                                                   jax.tree.leaves(chained.mask)))
+
+
+@pytest.mark.parametrize('mode', ['autoflip', 'all', 'start'])
 def test_runs_start_from_the_chain_end_as_the_mode_says(tmp_path, monkeypatch, mode):
   seen = {}
   original = setup_lib.Setup.server_state
@@ -76,7 +92,7 @@ def test_runs_start_from_the_chain_end_as_the_mode_says(tmp_path, monkeypatch, m
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
                autoflip_params[0], end)
   assert not all(jax.tree.leaves(jax.tree.map(lambda m: bool(jnp.all(m)), autoflip_masks[0])))
-  fedavg_expected = end if mode == 'all' else theta0
+  fedavg_expected = theta0 if mode == 'autoflip' else end
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
                fedavg_params[0], fedavg_expected)
 

@@ -20,8 +20,11 @@ explorers train one shared model in place, each from where the previous one stop
 reports all alias that one model, and its federated training starts from the chain's last model,
 pruned. `'autoflip'` reproduces that (AutoFLIP alone starts from the chain's end, the other
 algorithms from θ0, as in the reference); `'all'` starts every algorithm of the run from the same
-chain's end, the fair control (the chain is run once per seed, `Context.chain`). Off by default:
-it is not the paper's method (a mean over independent explorers) but what the code does.
+chain's end, the fair control (the chain is run once per seed, `Context.chain`); `'start'` also
+starts every algorithm from the chain's end, but AutoFLIP's guidance comes from the paper's
+independent explorers of that model (does the paper's guidance beat the controls from a trained
+start?). Off by default: it is not the paper's method (a mean over independent explorers from
+θ0) but what the code does.
 
 With `guidance_per_round` (needs `c_exp = 1`, as in the reference code) the algorithm's state
 is every client's exploration, and each round's mask is rebuilt on the device, inside the
@@ -98,15 +101,22 @@ def check_config(config, names) -> None:
   check_trustworthy(config)
 
 
-CHAIN_MODES = ('', 'autoflip', 'all')  # `exploration_chain`: off, the reference's, its control
+# `exploration_chain`: off, the reference's, its control, the paper's guidance from the chain's end
+CHAIN_MODES = ('', 'autoflip', 'all', 'start')
+CHAIN_GUIDES = ('autoflip', 'all')  # the modes whose guidance is the chain's one report
+
+
+def chain_guides(config) -> bool:
+  """Whether AutoFLIP's guidance and start are the chain's (else explorers as the paper's)."""
+  return config.exploration_chain in CHAIN_GUIDES
 
 
 def check_chain(config) -> None:
   """`exploration_chain`: one of CHAIN_MODES; the chain gives one report (its last model's
   deviation), so nothing that works on several reports or on every client's goes with it."""
   check_choice(config, 'exploration_chain', CHAIN_MODES)
-  if not config.exploration_chain:
-    return
+  if not chain_guides(config):
+    return  # 'start' explores the chain's end with the paper's independent explorers
   clashes = [(name, value) for name, value, off in (
       ('guidance_per_round', config.guidance_per_round, False),
       ('exploration_trajectory', config.exploration_trajectory, False),
@@ -350,7 +360,7 @@ def init(context, params0, rng, tps) -> list[Start]:
   config = context.config
   ids = explorer_ids(config.num_clients, config.c_exp, context.seed)
   start_params, weights = None, None
-  if config.exploration_chain:
+  if chain_guides(config):
     # The chain's start is the seed's θ0 whatever `params0` a caller passes (a control under
     # 'all' holds the chain's end); every report of the reference aliases the last model.
     chain_start, result, seconds = (context.chain() if context.chain is not None

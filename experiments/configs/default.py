@@ -98,7 +98,8 @@ def get_config() -> ml_collections.ConfigDict:
   # train one model in place, one after another, the guidance is the last model's deviation and
   # AutoFLIP starts training from it. '' = off (the paper: independent explorers from θ0);
   # 'autoflip' = the reference (only AutoFLIP starts from the chain's end); 'all' = every
-  # algorithm of the run starts from that same model, the fair control.
+  # algorithm of the run starts from that same model, the fair control; 'start' = every algorithm
+  # starts from it and AutoFLIP's guidance comes from the paper's independent explorers of it.
   config.exploration_chain = ''
   config.guidance_normalization = 'minmax'  # or 'robust'
   config.guidance_weighted = False  # example-weighted mean of explorers (reference: plain mean)
