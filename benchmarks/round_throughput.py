@@ -207,7 +207,7 @@ def cohort_scaling() -> list[dict]:
       print(f'  {cohort:5d} clients, chunks of {chunk:4d}  {run_s:8.2f} s/round  '
             f'{row["client_steps_per_s"]:7.1f} client-steps/s  compile {compile_s:5.1f} s  '
             f'memory {row["memory_mib"]:8.1f} MiB (one vmap: {whole_mem:8.1f} MiB)')
-    del data, args
+    data = args = None  # frees the cohort's arrays (a `del` would leave the lambda above undefined)
   return rows
 
 
