@@ -109,7 +109,7 @@ class Setup:
     """The model an algorithm without a start of its own begins from: θ0, or with
     `exploration_chain='all'` or `'start'` the chain's last model (under 'all' the same
     AutoFLIP starts from; under 'start' the model AutoFLIP's explorers explore)."""
-    if self.config.exploration_chain in ('all', 'start'):
+    if self.config.exploration_chain in autoflip.CHAIN_STARTS_ALL:
       return self.chain(seed)[1].params
     return self.params0(seed)
 

@@ -104,6 +104,7 @@ def check_config(config, names) -> None:
 # `exploration_chain`: off, the reference's, its control, the paper's guidance from the chain's end
 CHAIN_MODES = ('', 'autoflip', 'all', 'start')
 CHAIN_GUIDES = ('autoflip', 'all')  # the modes whose guidance is the chain's one report
+CHAIN_STARTS_ALL = ('all', 'start')  # the modes that start every algorithm from the chain's end
 
 
 def chain_guides(config) -> bool:
