@@ -43,8 +43,6 @@ stopped on a non-finite loss), prints a table and draws
 
 import json
 import os
-from typing import Any, NamedTuple
-
 from absl import app
 from absl import flags
 from absl import logging
@@ -61,7 +59,7 @@ from autoflip_jax import data as data_lib  # noqa: E402
 from autoflip_jax import setup as setup_lib  # noqa: E402
 from autoflip_jax import train  # noqa: E402
 from autoflip_jax.algorithms import autoflip  # noqa: E402
-from experiments import overrides as overrides_lib  # noqa: E402
+from experiments.explorations import configure, explore, mask_and_outliers, mask_of  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Base experiment config file.',
                                           lock_config=True)
@@ -126,42 +124,6 @@ def points(base, clip: float) -> list[dict]:
                     grid='private_training',
                     overrides={'dp.clip': _TRAINING_CLIP.value, 'dp.noise_multiplier': z}))
   return out
-
-
-def configure(base, overrides: dict):
-  return overrides_lib.apply(base, {'algorithm': 'autoflip', **overrides})
-
-
-class Exploration(NamedTuple):
-  """One training seed's clean exploration, as the runner's `autoflip.init` runs it."""
-  seed: int
-  sqdev: Any
-  num_examples: Any
-  rng: Any
-
-
-def explore(base, setup, seed: int) -> Exploration:
-  params0 = setup.params0(seed)
-  ids = autoflip.explorer_ids(base.num_clients, base.c_exp, seed)
-  fn = autoflip.explore_fn(base, setup.apply_fn, setup.clients_per_chunk)
-  data, num_examples = setup.pack(ids)
-  rng = jax.random.fold_in(jax.random.key(seed), 2)  # the runner's init key (train.start_run)
-  return Exploration(seed, fn(params0, data, jnp.asarray(ids), rng).sqdev, num_examples, rng)
-
-
-def mask_and_outliers(config, setup, e: Exploration):
-  """The point's mask, and `filtered_mean`'s flags over the explorers (else None), computed
-  once for both, as the runner's `autoflip.init` does."""
-  weights = e.num_examples if config.guidance_weighted else None
-  reports = autoflip.server_reports(config, e.sqdev, e.rng, e.seed)
-  outlier = autoflip.explorer_outliers(config, reports)
-  guidance = autoflip.server_guidance(config, reports, weights, e.rng, outlier)
-  mask = jax.jit(autoflip.mask_from_guidance(config, setup.units, config.tp))(guidance)
-  return mask, outlier
-
-
-def mask_of(config, setup, e: Exploration):
-  return mask_and_outliers(config, setup, e)[0]
 
 
 def _epsilon(config):

@@ -100,3 +100,63 @@ def test_robustness_label_noise_explores_on_the_noisy_data(tmp_path):
   mislabelled = set(data_lib.noisy_clients(config['num_clients'], 0.5, config['seed']))
   assert noisy['noisy_explorers_per_seed'][0]
   assert set(noisy['noisy_explorers_per_seed'][0]) <= mislabelled
+
+
+def test_unit_activity_ranks_units_against_their_guidance_scores():
+  import jax  # noqa: PLC0415
+  import jax.numpy as jnp  # noqa: PLC0415
+  import numpy as np  # noqa: PLC0415
+  from flax import traverse_util  # noqa: PLC0415
+  from autoflip_jax import masks  # noqa: PLC0415
+  from autoflip_jax.models.cnn import CNN  # noqa: PLC0415
+  from experiments import unit_activity  # noqa: PLC0415
+  model = CNN(num_classes=3, channels=(4, 6), hidden=8)
+  x = jax.random.uniform(jax.random.key(1), (20, 16, 16, 1))
+  params = model.init(jax.random.key(0), x)['params']
+  units = model.units()
+  _, state = model.apply({'params': params}, x, capture_intermediates=True)
+  pre = np.asarray(state['intermediates']['conv1']['__call__'][0]).reshape(-1, 6)
+  rate = (pre > 0).mean(0)
+  # conv1's unit 2 removed, every other layer whole.
+  flat = traverse_util.flatten_dict(masks.ones_mask(params))
+  flat[('conv1', 'kernel')] = flat[('conv1', 'kernel')].at[..., 2].set(False)
+  mask = traverse_util.unflatten_dict(flat)
+  scores = [jnp.arange(4.0), jnp.asarray(rate), jnp.arange(8.0)]
+  rows = {r['layer']: r for r in unit_activity.per_unit(units, params, mask, scores,
+                                                        state['intermediates'])}
+  conv1 = rows['conv1']
+  assert (conv1['units'], conv1['kept']) == (6, 5) and rows['conv0']['kept'] == 4
+  assert np.isclose(conv1['active_rate']['removed'], rate[2])
+  assert np.isclose(conv1['active_rate']['kept'], np.delete(rate, 2).mean())
+  assert np.isclose(conv1['active_rate']['spearman_score'], 1.0)  # scores ranked as the activity
+  scores[1] = -scores[1]
+  flipped = unit_activity.per_unit(units, params, mask, scores, state['intermediates'])[1]
+  assert np.isclose(flipped['active_rate']['spearman_score'], -1.0)
+  assert rows['conv0']['active_rate']['removed'] is None  # nothing removed there
+  incoming = (np.asarray(params['conv1']['kernel']) ** 2).reshape(-1, 6).sum(0)
+  assert np.isclose(conv1['incoming_sq']['removed'], incoming[2])
+  # conv1's outgoing weights: dense0's input rows of channel 2 (HWC flatten: row i is channel i % 6).
+  dense = np.asarray(params['dense0']['kernel'])
+  assert np.isclose(conv1['outgoing_sq']['removed'], (dense[2::6] ** 2).sum(), rtol=1e-5)
+
+
+def test_unit_activity_reports_every_seed_and_layer(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT, JAX_DISABLE_MOST_OPTIMIZATIONS='1')
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.unit_activity', '--config=experiments/configs/default.py',
+       f'--workdir={tmp_path}', '--examples=40', '--config.seeds=0,1', *TINY], cwd=ROOT,
+      env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads((tmp_path / 'unit_activity.json').read_text())
+  assert out['examples'] == 40
+  assert [(r['seed'], r['layer']) for r in out['rows']] == [
+      (s, layer) for s in (0, 1) for layer in ('conv0', 'conv1', 'dense0')]
+  for r in out['rows']:
+    assert 0 < r['kept'] < r['units']  # the default Tp removes units in every layer
+    assert 0.0 <= r['active_rate']['kept'] <= 1.0 and 0.0 <= r['active_rate']['removed'] <= 1.0
+  assert '| 0 | conv1 |' in proc.stdout
+  bad = subprocess.run(
+      [sys.executable, '-m', 'experiments.unit_activity',
+       '--config=experiments/configs/shakespeare_lstm.py', f'--workdir={tmp_path}'], cwd=ROOT,
+      env=env, capture_output=True, text=True, timeout=600)
+  assert bad.returncode != 0 and "unit activity is read where a ReLU" in bad.stderr
