@@ -18,7 +18,9 @@ Activity is read from the output of the module named as the unit (`capture_inter
 it means "ReLU activity" where a ReLU follows that module directly: the paper CNN (`cnn`). Other
 models are refused with a message.
 
-Writes `unit_activity.json` (one row per seed and unit layer) and prints a table.
+Writes `unit_activity.json` (one row per seed and unit layer, with the per-unit `scores`,
+`kept_units` and `active_rate_per_unit`, so that two runs' rankings can be compared unit by unit)
+and prints a table.
 """
 
 import json
@@ -74,7 +76,9 @@ def per_unit(units, params, mask, scores, intermediates) -> list[dict]:
     values = dict(active_rate=(pre > 0).mean(0), mean_activation=np.maximum(pre, 0).mean(0),
                   incoming_sq=incoming, outgoing_sq=outgoing)
     score = np.asarray(score)
-    row = dict(layer=unit.name, units=int(n), kept=int(keep.sum()))
+    row = dict(layer=unit.name, units=int(n), kept=int(keep.sum()),
+               scores=[float(v) for v in score], kept_units=[bool(k) for k in keep],
+               active_rate_per_unit=[float(v) for v in values['active_rate']])
     for name, v in values.items():
       removed = v[~keep]
       row[name] = dict(kept=float(v[keep].mean()),
@@ -113,7 +117,8 @@ def main(argv):
     _, state = setup.model.apply({'params': start}, x, capture_intermediates=True)
     for row in per_unit(setup.units, start, mask, scores, state['intermediates']):
       rows.append(dict(seed=seed, **row))
-      logging.info('seed %d %s: %s', seed, row['layer'], row)
+      logging.info('seed %d %s: %s', seed, row['layer'],
+                   {k: v for k, v in row.items() if k in MEASURES})
   with open(os.path.join(workdir, 'unit_activity.json'), 'w') as f:
     json.dump(dict(config=json.loads(config.to_json()), examples=int(x.shape[0]), rows=rows), f,
               indent=1)

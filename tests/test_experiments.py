@@ -126,6 +126,8 @@ def test_unit_activity_ranks_units_against_their_guidance_scores():
                                                         state['intermediates'])}
   conv1 = rows['conv1']
   assert (conv1['units'], conv1['kept']) == (6, 5) and rows['conv0']['kept'] == 4
+  assert conv1['kept_units'] == [True, True, False, True, True, True]
+  assert np.allclose(conv1['scores'], rate) and np.allclose(conv1['active_rate_per_unit'], rate)
   assert np.isclose(conv1['active_rate']['removed'], rate[2])
   assert np.isclose(conv1['active_rate']['kept'], np.delete(rate, 2).mean())
   assert np.isclose(conv1['active_rate']['spearman_score'], 1.0)  # scores ranked as the activity
