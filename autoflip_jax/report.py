@@ -147,6 +147,36 @@ def _std(values) -> float:
   return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def tail_accuracy(rows: list[dict], last: int) -> float:
+  """Mean test accuracy over the last `last` evaluated rounds of one (algorithm, seed)'s rows,
+  in round order (a redone round counts once: its last row)."""
+  rows = list({r['round']: r for r in rows}.values())
+  evaluated = [r['test_accuracy'] for r in rows if r.get('test_accuracy') is not None]
+  if not evaluated:
+    raise ValueError('no evaluated round')
+  return statistics.fmean(evaluated[-last:])
+
+
+def paired_differences(a: dict, b: dict) -> dict:
+  """`a` minus `b` over the seeds both hold ({seed: value}): the per-seed differences, their
+  mean and sample std, the paired t statistic with its two-sided p-value and 95% interval of
+  the mean (Student's t, n − 1 degrees of freedom), and how many seeds `a` is above `b`."""
+  from scipy import stats  # a dependency of scikit-learn; only this function needs it
+  seeds = sorted(set(a) & set(b))
+  diff = [a[s] - b[s] for s in seeds]
+  out = dict(seeds=seeds, per_seed=diff, mean=statistics.fmean(diff) if diff else None,
+             std=None, t=None, p=None, ci95=None, wins=sum(d > 0 for d in diff),
+             losses=sum(d < 0 for d in diff))
+  if len(diff) > 1:
+    sd = statistics.stdev(diff)
+    half = stats.t.ppf(0.975, len(diff) - 1) * sd / len(diff) ** 0.5
+    out.update(std=sd, ci95=[out['mean'] - half, out['mean'] + half])
+    if sd > 0:
+      t = out['mean'] / (sd / len(diff) ** 0.5)
+      out.update(t=t, p=float(2 * stats.t.sf(abs(t), len(diff) - 1)))
+  return out
+
+
 def seed_summary(workdir: str, last: int) -> list[dict]:
   """Per algorithm of a finished workdir, over its seeds (mean ± std): the test accuracy of the
   final round and averaged over the last `last` evaluated rounds, the structured FLOPs (a
@@ -159,7 +189,7 @@ def seed_summary(workdir: str, last: int) -> list[dict]:
       rows = list({r['round']: r for r in rows}.values())  # a redone round: its last row
       evaluated = [r for r in rows if r.get('test_accuracy') is not None]
       final.append(evaluated[-1]['test_accuracy'])
-      tail.append(statistics.fmean(r['test_accuracy'] for r in evaluated[-last:]))
+      tail.append(tail_accuracy(rows, last))
       flops.append(rows[-1]['flops_structured'] / rows[-1]['flops_dense'])
       compression.append(rows[-1]['compression'])
       seconds += [r['round_seconds'] for r in rows if r['round'] > 0]
