@@ -168,12 +168,12 @@ def paired_differences(a: dict, b: dict) -> dict:
              std=None, t=None, p=None, ci95=None, wins=sum(d > 0 for d in diff),
              losses=sum(d < 0 for d in diff))
   if len(diff) > 1:
-    sd = statistics.stdev(diff)
-    half = stats.t.ppf(0.975, len(diff) - 1) * sd / len(diff) ** 0.5
-    out.update(std=sd, ci95=[out['mean'] - half, out['mean'] + half])
-    if sd > 0:
-      t = out['mean'] / (sd / len(diff) ** 0.5)
-      out.update(t=t, p=float(2 * stats.t.sf(abs(t), len(diff) - 1)))
+    out.update(std=statistics.stdev(diff), ci95=[out['mean'], out['mean']])
+    if out['std'] > 0:
+      test = stats.ttest_1samp(diff, 0.0)
+      ci = test.confidence_interval(0.95)
+      out.update(t=float(test.statistic), p=float(test.pvalue),
+                 ci95=[float(ci.low), float(ci.high)])
   return out
 
 

@@ -68,30 +68,30 @@ def tail_per_seed(runs: list[tuple[str, str]], last: int) -> dict[str, dict]:
   return entries
 
 
-def resolve(reference: str, entry: dict, entries: dict, single: bool) -> str | None:
-  """The entry name a reference means for `entry` (None: not in that run)."""
-  if '/' in reference or single:
-    return reference if reference in entries else None
-  name = f"{entry['run']}/{reference}"
-  return name if name in entries else None
+def resolve(reference: str, entry: dict, entries: dict) -> str | None:
+  """The entry name a reference means for `entry`: the reference itself when it names an entry
+  (LABEL/ALGORITHM, or an algorithm of the only run), else that algorithm of the entry's own run
+  (None: not there)."""
+  for name in (reference, f"{entry['run']}/{reference}"):
+    if name in entries:
+      return name
+  return None
 
 
-def compare(entries: dict, against: list[str], only: list[str], single: bool) -> list[dict]:
+def compare(entries: dict, against: list[str], only: list[str]) -> list[dict]:
   """One row per (entry, reference) that share seeds."""
   for name in only:
     if name not in entries:
       raise ValueError(f'--only={name!r} is not one of {sorted(entries)}')
   for ref in against:
-    if '/' in ref and ref not in entries:
-      raise ValueError(f'--against={ref!r} is not one of {sorted(entries)}')
-    if not any(resolve(ref, e, entries, single) for e in entries.values()):
+    if not any(resolve(ref, e, entries) for e in entries.values()):
       raise ValueError(f'--against={ref!r}: no run holds it (entries: {sorted(entries)})')
-  references = {resolve(ref, e, entries, single) for ref in against for e in entries.values()}
+  references = {resolve(ref, e, entries) for ref in against for e in entries.values()}
   names = only or [n for n in entries if n not in references]
   rows = []
   for name in names:
     for ref in against:
-      ref_name = resolve(ref, entries[name], entries, single)
+      ref_name = resolve(ref, entries[name], entries)
       if ref_name is None or ref_name == name:
         continue
       a, b = entries[name], entries[ref_name]
@@ -136,13 +136,9 @@ def main(argv):
   del argv
   runs = [parse_run(spec) for spec in _RUNS.value]
   entries = tail_per_seed(runs, _LAST.value)
-  rows = compare(entries, _AGAINST.value, _ONLY.value, single=len(runs) == 1)
+  rows = compare(entries, _AGAINST.value, _ONLY.value)
   print(table(entries, rows, _LAST.value))
-  out = dict(last=_LAST.value, runs=dict(runs),
-             entries={n: dict(e, accuracy={str(s): v for s, v in e['accuracy'].items()},
-                              rounds={str(s): v for s, v in e['rounds'].items()})
-                      for n, e in entries.items()},
-             paired=rows)
+  out = dict(last=_LAST.value, runs=dict(runs), entries=entries, paired=rows)  # seeds: str keys
   if _OUT.value:
     with open(_OUT.value, 'w') as f:
       json.dump(out, f, indent=1)

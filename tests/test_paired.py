@@ -60,12 +60,12 @@ def test_compare_pairs_each_algorithm_with_the_references_of_its_own_run(tmp_pat
   entries = paired.tail_per_seed([paired.parse_run(str(adam)), paired.parse_run(f'S={sgd}')], 2)
   assert sorted(entries) == ['S/autoflip', 'S/random', 'adam/autoflip', 'adam/random']
   rows = {(r['entry'], r['against']): r for r in
-          paired.compare(entries, ['random'], [], single=False)}
+          paired.compare(entries, ['random'], [])}
   assert sorted(rows) == [('S/autoflip', 'S/random'), ('adam/autoflip', 'adam/random')]
   assert np.allclose(rows['adam/autoflip', 'adam/random']['per_seed'], [-0.05, -0.02])
   assert np.allclose(rows['S/autoflip', 'S/random']['per_seed'], [0.10, -0.01])
   # Across runs, by full name; --only picks the entries.
-  cross = paired.compare(entries, ['adam/autoflip'], ['S/autoflip'], single=False)
+  cross = paired.compare(entries, ['adam/autoflip'], ['S/autoflip'])
   assert len(cross) == 1 and np.allclose(cross[0]['per_seed'], [0.1, -0.01])
   assert cross[0]['wins'] == 1 and not cross[0]['rounds_differ']
 
@@ -76,9 +76,9 @@ def test_paired_refuses_bad_input_with_a_message(tmp_path):
   run = _write_run(tmp_path / 'r', dict(autoflip={0: 0.6}, fedavg={0: 0.7}))
   entries = paired.tail_per_seed([paired.parse_run(str(run))], 2)
   with pytest.raises(ValueError, match='no run holds it'):
-    paired.compare(entries, ['random'], [], single=True)
+    paired.compare(entries, ['random'], [])
   with pytest.raises(ValueError, match='--only'):
-    paired.compare(entries, ['fedavg'], ['prunefl'], single=True)
+    paired.compare(entries, ['fedavg'], ['prunefl'])
   with pytest.raises(ValueError, match='--last=0'):
     paired.tail_per_seed([paired.parse_run(str(run))], 0)
   with pytest.raises(ValueError, match='labels must differ'):
