@@ -82,6 +82,13 @@ def check_config(config, names) -> None:
   if config.guidance_per_round and config.c_exp != 1.0:
     raise ValueError(f'config.guidance_per_round=True needs config.c_exp=1.0 (every client must '
                      f'have explored), got c_exp={config.c_exp}')
+  check_int(config, 'mask_ramp_rounds', 0)
+  if config.mask_ramp_rounds and config.guidance_per_round:
+    raise ValueError(f'config.mask_ramp_rounds={config.mask_ramp_rounds} cannot be combined with '
+                     f'config.guidance_per_round=True (the per-round mask is built at Tp itself)')
+  if config.mask_ramp_rounds > config.num_rounds:
+    raise ValueError(f'config.mask_ramp_rounds={config.mask_ramp_rounds} exceeds '
+                     f'config.num_rounds={config.num_rounds}: the mask would never reach Tp')
   check_float(config, 'target_compression', 0.0, float('inf'), False, True)
   check_float(config, 'target_flops', 0.0, 1.0, False, False)
   target = target_of(config)
@@ -415,12 +422,40 @@ def init(context, params0, rng, tps) -> list[Start]:
             'exploration_final_loss_mean': float(jnp.mean(result.final_loss))}
     if config.exploration_chain:
       info['exploration_chain'] = config.exploration_chain
+    if config.mask_ramp_rounds:
+      # Gradual pruning: round 1 trains the mask of the ramp's first Tp, `update` tightens it;
+      # `kernel_kept` above is the final mask's (the controls' target).
+      state = {'guidance': guidance, 'tp': jnp.float32(tp)}
+      mask = mask_from_guidance(config, context.units,
+                                ramp_tp(tp, 1, config.mask_ramp_rounds))(guidance)
     starts.append(Start(mask, state, up, down, seconds, info, start_params))
   return starts
 
 
+def ramp_tp(tp: float, round_num: int, ramp_rounds: int) -> float:
+  """The threshold of round `round_num` under `mask_ramp_rounds` (Zhu & Gupta 2017's cubic
+  schedule, rising from near 0 to `tp` at round `ramp_rounds` and staying there)."""
+  done = min(round_num, ramp_rounds) / ramp_rounds
+  return float(tp * (1.0 - (1.0 - done) ** 3))
+
+
 def make(config, units) -> Algorithm:
   """AutoFLIP for this config: a fixed mask, or with `guidance_per_round` one per round."""
+  if config.mask_ramp_rounds:
+    ramp = config.mask_ramp_rounds
+
+    def update(round_num, params, mask, metrics, state):
+      del params, mask, metrics
+      if round_num >= ramp:
+        return None, state  # the mask of rounds `ramp`.. is the final one already
+      tp = ramp_tp(float(state['tp']), round_num + 1, ramp)
+      return mask_from_guidance(config, units, tp)(state['guidance']), state
+
+    def ramp_like(context, params0):
+      return {'guidance': jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype), params0),
+              'tp': jax.ShapeDtypeStruct((), jnp.float32)}
+
+    return Algorithm('autoflip', init, state_like=ramp_like, update=update, sweeps_tp=True)
   if not config.guidance_per_round:
     return Algorithm('autoflip', init, sweeps_tp=True)
   make_mask = mask_from_guidance(config, units, config.tp)

@@ -104,6 +104,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.guidance_normalization = 'minmax'  # or 'robust'
   config.guidance_weighted = False  # example-weighted mean of explorers (reference: plain mean)
   config.guidance_per_round = False  # rebuild the mask each round from the cohort's explorations
+  # Gradual pruning (Zhu & Gupta 2017): over the first this many rounds the mask's threshold rises
+  # from near 0 to Tp on a cubic schedule (the same guidance, a new mask each round); 0 = the
+  # final mask from round 1, as the paper. Not with guidance_per_round.
+  config.mask_ramp_rounds = 0
   # Structured stage (docs/structured.md): a unit's score is the mean guidance of its incoming
   # weights. 'layer': units scored below the structured quantile of their layer are removed;
   # 'global': below the quantile over every unit of the model (a layer's best unit stays);
