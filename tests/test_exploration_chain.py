@@ -89,8 +89,10 @@ def test_runs_start_from_the_chain_end_as_the_mode_says(tmp_path, monkeypatch, m
   setup = _setup(exploration_chain=mode)
   end, theta0 = setup.chain(0)[1].params, setup.params0(0)
   (autoflip_params, autoflip_masks), (fedavg_params, _) = seen[0], seen[1]
+  assert config.sparse_init == 'fan_in'  # the default job's: AutoFLIP's start is the chain's
+  # end rescaled to its mask's kept fan-in (FedAvg's all-kept mask leaves its start as it is)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
-               autoflip_params[0], end)
+               autoflip_params[0], masks.rescale_fan_in(end, autoflip_masks[0]))
   assert not all(jax.tree.leaves(jax.tree.map(lambda m: bool(jnp.all(m)), autoflip_masks[0])))
   fedavg_expected = theta0 if mode == 'autoflip' else end
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
