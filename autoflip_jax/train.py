@@ -358,19 +358,20 @@ def _update(algorithm: Algorithm, round_num: int, server: federated.ServerState,
   k = server.round.shape[0]
   params = [federated.unstack(server.params, i) for i in range(k)]
   masks = [federated.unstack(server.mask, i) for i in range(k)]
-  states, new_masks = [], []
+  states, new_masks, state_changed = [], [], False
   for i in range(k):
     met = jax.tree.map(lambda a: a[i], metrics)
-    state_i = None if algo is None else federated.unstack(algo, i)
-    new_mask, state_i = algorithm.update(round_num, params[i], masks[i], met, state_i)
+    old_state = None if algo is None else federated.unstack(algo, i)
+    new_mask, state_i = algorithm.update(round_num, params[i], masks[i], met, old_state)
     if new_mask is not None:
       masks[i], params[i] = new_mask, apply_mask(params[i], new_mask)
+    state_changed |= state_i is not old_state
     states.append(state_i)
     new_masks.append(new_mask)
   if any(m is not None for m in new_masks):
     server = server._replace(params=sharding.replicate(federated.stack(params), mesh),
                              mask=sharding.replicate(federated.stack(masks), mesh))
-  if states[0] is not None:
+  if states[0] is not None and state_changed:  # a state handed back as it came is not restacked
     algo = sharding.replicate(federated.stack(states), mesh)
   return server, algo, new_masks
 
